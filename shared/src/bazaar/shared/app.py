@@ -1,0 +1,111 @@
+"""The app factory piece every service builds on: errors, context, metrics, tracing, resources."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+
+from fastapi import APIRouter, FastAPI
+
+from bazaar.shared.auth import TokenVerifier
+from bazaar.shared.db import Database, PoolSettings
+from bazaar.shared.errors import ErrorMap, UnhandledErrorMiddleware, install_problem_handlers
+from bazaar.shared.health import ops_router
+from bazaar.shared.idempotency import IdempotencyStore
+from bazaar.shared.metrics import HttpMetrics, MetricsMiddleware
+from bazaar.shared.middleware import RequestContextMiddleware
+from bazaar.shared.settings import ServiceSettings
+from bazaar.shared.telemetry import instrument_app, setup_tracing
+
+log = logging.getLogger("bazaar.app")
+#: How often expired idempotency keys are deleted (lookups already ignore them).
+PURGE_INTERVAL_SECONDS = 3600.0
+
+ServiceLifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
+QUIET_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+
+
+def database_for(settings: ServiceSettings) -> Database:
+    """The service's database pool, sized and bounded from its settings."""
+    return Database(
+        PoolSettings(
+            dsn=settings.dsn(),
+            min_size=settings.db_pool_min,
+            max_size=settings.db_pool_max,
+            acquire_timeout=settings.db_acquire_timeout,
+            command_timeout=settings.db_command_timeout,
+        )
+    )
+
+
+async def _purge_idempotency_keys(store: IdempotencyStore) -> None:
+    while True:
+        await asyncio.sleep(PURGE_INTERVAL_SECONDS)
+        try:
+            purged = await store.purge_expired()
+            log.info("purged expired idempotency keys", extra={"purged": purged})
+        except Exception:
+            log.exception("purging idempotency keys failed; will retry")
+
+
+def create_service_app(
+    settings: ServiceSettings,
+    *,
+    title: str,
+    description: str,
+    routers: Sequence[APIRouter],
+    error_map: ErrorMap,
+    lifespan: ServiceLifespan | None = None,
+) -> FastAPI:
+    """Build an app with the shared behaviour; `lifespan` adds the service's own resources."""
+    provider = setup_tracing(
+        settings.service_name, settings.version, settings.otel_exporter_otlp_endpoint
+    )
+
+    @asynccontextmanager
+    async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+        db = database_for(settings)
+        await db.open()
+        verifier = TokenVerifier(settings.verifier_settings())
+        app.state.db = db
+        app.state.token_verifier = verifier
+        app.state.idempotency = IdempotencyStore(db)
+        app.state.readiness_checks["database"] = db.ping
+        purge = asyncio.create_task(_purge_idempotency_keys(app.state.idempotency))
+        try:
+            if lifespan is None:
+                yield
+            else:
+                async with lifespan(app):
+                    yield
+        finally:
+            purge.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await purge
+            await verifier.aclose()
+            await db.close()
+
+    app = FastAPI(
+        title=title,
+        description=description,
+        version=settings.version,
+        lifespan=_lifespan,
+        docs_url=None,
+        redoc_url=None,
+    )
+    app.state.settings = settings
+    app.state.metrics = HttpMetrics(settings.service_name)
+    app.state.readiness_checks = {}
+    install_problem_handlers(app, error_map)
+    app.include_router(ops_router())
+    for router in routers:
+        app.include_router(router)
+    # add_middleware puts each new one outermost: context → metrics → backstop → routes.
+    app.add_middleware(UnhandledErrorMiddleware)
+    app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
+    app.add_middleware(RequestContextMiddleware, quiet_paths=QUIET_PATHS)
+    instrument_app(app, provider)
+    return app

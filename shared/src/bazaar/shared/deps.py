@@ -1,0 +1,26 @@
+"""FastAPI dependencies every service's routes share (resources live on `app.state`)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from bazaar.shared.db import Database
+from bazaar.shared.idempotency import IdempotencyStore
+
+
+def database(request: Request) -> Database:
+    """The service's database pool."""
+    db: Database = request.app.state.db
+    return db
+
+
+def idempotency_store(request: Request) -> IdempotencyStore:
+    """The service's idempotency store."""
+    store: IdempotencyStore = request.app.state.idempotency
+    return store
+
+
+Db = Annotated[Database, Depends(database)]
+Idempotency = Annotated[IdempotencyStore, Depends(idempotency_store)]

@@ -1,0 +1,89 @@
+"""The problems an idempotent request can end in, and the check of the key itself."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from bazaar.shared.problem import ProblemError, ValidationFailed
+
+IDEMPOTENCY_KEY_HEADER = "Idempotency-Key"
+MAX_KEY_LENGTH = 255
+
+
+class IdempotencyKeyMissing(ProblemError):
+    """The route requires an `Idempotency-Key` header and the request has none."""
+
+    status, slug, title = 400, "idempotency-key-missing", "Idempotency Key Missing"
+
+    def __init__(
+        self,
+        detail: str | None = None,
+        *,
+        headers: Mapping[str, str] | None = None,
+        extensions: Mapping[str, Any] | None = None,
+    ) -> None:
+        super().__init__(
+            detail or f"This request requires an {IDEMPOTENCY_KEY_HEADER} header.",
+            headers=headers,
+            extensions=extensions,
+        )
+
+
+class IdempotencyKeyMismatch(ProblemError):
+    """The key was already used with a different request body."""
+
+    status, slug, title = 422, "idempotency-key-mismatch", "Idempotency Key Mismatch"
+
+    def __init__(
+        self,
+        detail: str | None = None,
+        *,
+        headers: Mapping[str, str] | None = None,
+        extensions: Mapping[str, Any] | None = None,
+    ) -> None:
+        super().__init__(
+            detail or "This idempotency key was already used with a different request body.",
+            headers=headers,
+            extensions=extensions,
+        )
+
+
+class IdempotencyKeyInUse(ProblemError):
+    """A request with the same key is still being processed; retry shortly."""
+
+    status, slug, title = 409, "idempotency-key-in-use", "Idempotency Key In Use"
+
+    def __init__(
+        self,
+        detail: str | None = None,
+        *,
+        headers: Mapping[str, str] | None = None,
+        extensions: Mapping[str, Any] | None = None,
+    ) -> None:
+        super().__init__(
+            detail or "A request with this idempotency key is still being processed.",
+            headers={"Retry-After": "1", **(headers or {})},
+            extensions=extensions,
+        )
+
+
+def _key_error(msg: str, type_: str) -> ValidationFailed:
+    return ValidationFailed(
+        [{"loc": ["header", IDEMPOTENCY_KEY_HEADER], "msg": msg, "type": type_}],
+        detail=f"The {IDEMPOTENCY_KEY_HEADER} header is invalid.",
+    )
+
+
+def validate_idempotency_key(key: str) -> str:
+    """Return `key` if it is 1-255 visible ASCII characters, else raise ValidationFailed."""
+    if not key:
+        raise _key_error("must not be empty", "string_too_short")
+    if len(key) > MAX_KEY_LENGTH:
+        raise _key_error(f"must be at most {MAX_KEY_LENGTH} characters", "string_too_long")
+    if not all("\x21" <= ch <= "\x7e" for ch in key):
+        raise _key_error(
+            "must contain only visible ASCII characters (no spaces or control characters)",
+            "string_pattern_mismatch",
+        )
+    return key

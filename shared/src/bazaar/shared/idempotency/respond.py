@@ -1,0 +1,38 @@
+"""Answer an unsafe request once: inside a transaction, through the store when a key was sent."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import Request
+from starlette.responses import Response
+
+from bazaar.shared.db import Database
+from bazaar.shared.idempotency.http import outcome_response, problem_response_for, request_scope
+from bazaar.shared.idempotency.models import Outcome, request_fingerprint
+from bazaar.shared.idempotency.store import IdempotencyStore, Operation
+
+
+async def respond_once(
+    request: Request,
+    *,
+    operation: Operation,
+    db: Database,
+    store: IdempotencyStore,
+    key: str | None,
+    principal: str,
+    body: Any,
+) -> Response:
+    """Run `operation` in one transaction; with a key, at most once per key (replays after)."""
+    if key is None:
+        async with db.transaction() as conn:
+            stored = await operation(conn)
+        return outcome_response(Outcome(stored, replayed=False))
+    outcome = await store.run(
+        key=key,
+        scope=request_scope(request, principal),
+        fingerprint=request_fingerprint(body),
+        operation=operation,
+        store_error=problem_response_for(request),
+    )
+    return outcome_response(outcome)

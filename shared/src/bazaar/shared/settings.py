@@ -1,0 +1,118 @@
+"""The settings base every service extends (pydantic-settings, one env prefix per service)."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Literal, Self
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from bazaar.shared.auth.verifier import VerifierSettings
+
+#: Values that mark a secret as a development placeholder; production refuses them.
+DEVELOPMENT_SECRET_MARKERS = ("dev-", "development", "changeme", "insecure")
+
+
+class InsecureProductionSettings(ValueError):
+    """Production settings carry a development secret or an unsafe switch."""
+
+
+class ServiceSettings(BaseSettings):
+    """Settings shared by every service; subclasses set `env_prefix` (e.g. CATALOG_)."""
+
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", frozen=True
+    )
+
+    #: The service's name, used in logs, metrics, traces and event sources.
+    service_name: ClassVar[str] = "bazaar"
+
+    environment: Literal["development", "test", "production"] = "development"
+    version: str = "0.1.0"
+    host: str = "127.0.0.1"
+    port: int = 8000
+    log_level: str = "INFO"
+
+    database_url: SecretStr = SecretStr("postgresql://postgres@127.0.0.1:5432/bazaar")
+    db_pool_min: int = Field(default=1, ge=0)
+    db_pool_max: int = Field(default=10, ge=1)
+    db_acquire_timeout: float = Field(default=5.0, gt=0)
+    db_command_timeout: float = Field(default=30.0, gt=0)
+
+    jwt_jwks_url: str = "http://127.0.0.1:8001/.well-known/jwks.json"
+    jwt_issuer: str = "http://localhost:8000"
+    jwt_audience: str = "bazaar"
+    jwt_algorithms: tuple[str, ...] = ("RS256", "ES256")
+    jwt_leeway_seconds: float = Field(default=10.0, ge=0, le=60)
+
+    otel_exporter_otlp_endpoint: str | None = Field(
+        default=None, validation_alias="OTEL_EXPORTER_OTLP_ENDPOINT"
+    )
+
+    @model_validator(mode="after")
+    def _refuse_development_secrets_in_production(self) -> Self:
+        if self.environment == "production":
+            problems = list(self.insecure_values())
+            if problems:
+                raise InsecureProductionSettings(
+                    "refusing to start in production with development values: "
+                    + ", ".join(problems)
+                )
+        return self
+
+    def insecure_values(self) -> list[str]:
+        """Name every setting that must not reach production as it is."""
+        bad: list[str] = []
+        for name, value in self:
+            if isinstance(value, SecretStr) and _is_development_secret(value):
+                bad.append(name)
+        if not self.jwt_jwks_url.startswith("https://") and not _is_cluster_local(
+            self.jwt_jwks_url
+        ):
+            bad.append("jwt_jwks_url (must be https or cluster-local)")
+        return bad
+
+    def verifier_settings(self) -> VerifierSettings:
+        """The JWT verifier's settings derived from these."""
+        return VerifierSettings(
+            jwks_url=self.jwt_jwks_url,
+            issuer=self.jwt_issuer,
+            audience=self.jwt_audience,
+            algorithms=self.jwt_algorithms,
+            leeway_seconds=self.jwt_leeway_seconds,
+        )
+
+    def dsn(self) -> str:
+        """The database URL as a plain string (it may hold a password)."""
+        return self.database_url.get_secret_value()
+
+
+def _is_development_secret(value: SecretStr) -> bool:
+    raw = value.get_secret_value()
+    lowered = raw.lower()
+    if any(marker in lowered for marker in DEVELOPMENT_SECRET_MARKERS):
+        return True
+    # A database URL without a password only works with trust auth: a local development setup.
+    return lowered.startswith("postgres") and _url_has_no_password(raw)
+
+
+def _url_has_no_password(url: str) -> bool:
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    return parts.password is None and "password=" not in parts.query
+
+
+def _is_cluster_local(url: str) -> bool:
+    from urllib.parse import urlsplit
+
+    host = urlsplit(url).hostname or ""
+    return host.endswith((".svc", ".svc.cluster.local")) or "." not in host
+
+
+def settings_dump(settings: BaseSettings) -> dict[str, Any]:
+    """Settings as a dict with secrets masked (safe to log)."""
+    return {
+        k: ("**********" if isinstance(v, SecretStr) else v)
+        for k, v in settings.model_dump().items()
+    }

@@ -1,0 +1,1 @@
+"""Test support for Bazaar packages: the pytest plugin and its helpers."""

@@ -1,0 +1,57 @@
+"""The Bazaar pytest plugin: per-run databases and names, and token fixtures.
+
+Registered through the `pytest11` entry point of bazaar-shared, so every package's tests
+get these fixtures without copying them.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+import pytest_asyncio
+
+from bazaar.shared.testing.infrastructure import Resolved
+from bazaar.shared.testing.postgres import DatabaseFactory, resolve_postgres
+from bazaar.shared.testing.tokens import (  # re-exported fixtures
+    TokenIssuer,
+    jwks_server,
+    token_issuer,
+    verifier_settings,
+)
+
+__all__ = [
+    "TokenIssuer",
+    "database_factory",
+    "jwks_server",
+    "postgres_server",
+    "test_run_id",
+    "token_issuer",
+    "verifier_settings",
+]
+
+
+@pytest.fixture(scope="session")
+def test_run_id() -> str:
+    """A short id unique to this test run; databases, queues and keys are named after it."""
+    return f"{uuid.uuid4().hex[:8]}{os.getpid() % 10000:04d}"
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[Resolved]:
+    """The PostgreSQL server of this run: $BAZAAR_TEST_DATABASE_URL, local, or a container."""
+    resolved = resolve_postgres()
+    yield resolved
+    resolved.stop()
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def database_factory(
+    postgres_server: Resolved, test_run_id: str
+) -> AsyncIterator[DatabaseFactory]:
+    """Create fresh databases for this run; all of them are dropped when it ends."""
+    factory = DatabaseFactory(postgres_server.url, test_run_id)
+    yield factory
+    await factory.drop_all()
