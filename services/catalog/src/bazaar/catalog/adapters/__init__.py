@@ -1,0 +1,1 @@
+"""Catalog adapters: SQL repositories and the unit of work."""

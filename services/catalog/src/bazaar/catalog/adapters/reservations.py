@@ -1,0 +1,99 @@
+"""SQL for reservations and their lines."""
+
+from __future__ import annotations
+
+from uuid import UUID
+
+import asyncpg
+
+from bazaar.catalog.domain.errors import OrderAlreadyReserved
+from bazaar.catalog.domain.model import Reservation, ReservedLine
+
+INSERT_RESERVATION = """
+INSERT INTO reservation (id, order_id, status, total_cents, currency)
+VALUES ($1, $2, 'active', $3, $4)
+RETURNING created_at
+"""
+
+INSERT_LINES = """
+INSERT INTO reservation_line
+    (reservation_id, line_no, product_id, sku, name, quantity, unit_price_cents, currency)
+SELECT $1, l.line_no, l.product_id, l.sku, l.name, l.quantity, l.unit_price_cents, l.currency
+FROM unnest($2::integer[], $3::uuid[], $4::text[], $5::text[], $6::integer[], $7::bigint[],
+            $8::text[])
+    AS l(line_no, product_id, sku, name, quantity, unit_price_cents, currency)
+"""
+
+SELECT_RESERVATION = """
+SELECT id, order_id, status, created_at, released_at FROM reservation WHERE id = $1
+"""
+
+SELECT_LINES = """
+SELECT product_id, sku, name, quantity, unit_price_cents, currency
+FROM reservation_line WHERE reservation_id = $1 ORDER BY line_no
+"""
+
+MARK_RELEASED = """
+UPDATE reservation SET status = 'released', released_at = now()
+WHERE id = $1 AND status = 'active'
+RETURNING released_at
+"""
+
+
+class ReservationRepository:
+    """Reservations in PostgreSQL, through one connection of the caller's transaction."""
+
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self.conn = conn
+
+    async def add(self, reservation: Reservation) -> Reservation:
+        """Insert a reservation with its lines; an order holds at most one."""
+        try:
+            await self.conn.fetchval(
+                INSERT_RESERVATION,
+                reservation.id,
+                reservation.order_id,
+                reservation.total_cents,
+                reservation.currency,
+            )
+        except asyncpg.UniqueViolationError as exc:
+            if exc.constraint_name == "reservation_order_id_key":
+                raise OrderAlreadyReserved(
+                    f"Order {reservation.order_id} already holds a reservation."
+                ) from exc
+            raise
+        lines = reservation.lines
+        await self.conn.execute(
+            INSERT_LINES,
+            reservation.id,
+            list(range(1, len(lines) + 1)),
+            [li.product_id for li in lines],
+            [li.sku for li in lines],
+            [li.name for li in lines],
+            [li.quantity for li in lines],
+            [li.unit_price_cents for li in lines],
+            [li.currency for li in lines],
+        )
+        return reservation
+
+    async def get(self, reservation_id: UUID, *, for_update: bool = False) -> Reservation | None:
+        """The reservation with its lines, or None."""
+        query = SELECT_RESERVATION + (" FOR UPDATE" if for_update else "")
+        row = await self.conn.fetchrow(query, reservation_id)
+        if row is None:
+            return None
+        lines = [
+            ReservedLine(**dict(r)) for r in await self.conn.fetch(SELECT_LINES, reservation_id)
+        ]
+        return Reservation(
+            id=row["id"],
+            order_id=row["order_id"],
+            lines=tuple(lines),
+            status=row["status"],
+            created_at=row["created_at"],
+            released_at=row["released_at"],
+        )
+
+    async def mark_released(self, reservation_id: UUID) -> bool:
+        """Mark an active reservation released; False if it was not active."""
+        return await self.conn.fetchval(MARK_RELEASED, reservation_id) is not None

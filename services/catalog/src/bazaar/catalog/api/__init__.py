@@ -1,0 +1,1 @@
+"""Catalog HTTP API: thin routes over the use cases."""

@@ -1,0 +1,160 @@
+"""Product routes: parse, call one use case, shape the answer."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+from uuid import UUID
+
+import asyncpg
+from fastapi import APIRouter, Body, Header, Query, Request, Response
+from fastapi.responses import JSONResponse
+
+from bazaar.catalog.adapters.products import ProductFilter
+from bazaar.catalog.adapters.uow import SqlUnitOfWork
+from bazaar.catalog.api.deps import Writer
+from bazaar.catalog.api.schemas import ProductCreate, ProductRead, ProductUpdate
+from bazaar.catalog.domain.model import NewProduct, Product
+from bazaar.catalog.service import products as use
+from bazaar.shared.deps import Db, Idempotency
+from bazaar.shared.etag import check_if_match, if_none_match_matches, strong_etag
+from bazaar.shared.idempotency import OptionalIdempotencyKey, StoredResponse
+from bazaar.shared.idempotency.respond import respond_once
+from bazaar.shared.pagination import Page, Pagination, decode_cursor, next_link, paginate
+from bazaar.shared.problem import ValidationFailed
+
+router = APIRouter(prefix="/v1/products", tags=["products"])
+
+#: Clients may keep a copy but must revalidate it (cheap with If-None-Match) before use.
+CACHE_CONTROL = "public, max-age=0, must-revalidate"
+
+
+def product_etag(product: Product) -> str:
+    """The strong ETag of a product's current version."""
+    return strong_etag(product.id, product.version)
+
+
+def _location(product: Product) -> str:
+    return f"/v1/products/{product.id}"
+
+
+def _read_headers(product: Product) -> dict[str, str]:
+    return {"ETag": product_etag(product), "Cache-Control": CACHE_CONTROL}
+
+
+@router.get("", response_model=Page[ProductRead])
+async def list_products(
+    request: Request,
+    db: Db,
+    page: Pagination,
+    q: Annotated[str | None, Query(min_length=1, max_length=200)] = None,
+    min_price_cents: Annotated[int | None, Query(ge=0, le=100_000_000)] = None,
+    max_price_cents: Annotated[int | None, Query(ge=0, le=100_000_000)] = None,
+    in_stock: bool | None = None,
+) -> JSONResponse:
+    """List products, newest first, with filters and cursor pagination."""
+    if min_price_cents is not None and max_price_cents is not None:
+        if min_price_cents > max_price_cents:
+            raise ValidationFailed(
+                [
+                    {
+                        "loc": ["query", "min_price_cents"],
+                        "msg": "min_price_cents must not exceed max_price_cents",
+                        "type": "value_error",
+                    }
+                ]
+            )
+    after = decode_cursor(page.cursor, (datetime, UUID)) if page.cursor else None
+    filters = ProductFilter(q, min_price_cents, max_price_cents, in_stock)
+    async with db.connection() as conn:
+        rows = await use.list_products(
+            filters, limit=page.limit + 1, after=after, uow=SqlUnitOfWork(conn)
+        )
+    items, cursor = paginate(rows, page.limit, key=lambda p: (p.created_at, p.id))
+    body = Page[ProductRead](items=[ProductRead.of(p) for p in items], next_cursor=cursor)
+    link = next_link(request.url, cursor)
+    return JSONResponse(body.model_dump(mode="json"), headers={"Link": link} if link else None)
+
+
+@router.get(
+    "/{product_id}", response_model=ProductRead, responses={304: {"description": "Not Modified"}}
+)
+async def get_product(
+    product_id: UUID,
+    db: Db,
+    if_none_match: Annotated[str | None, Header()] = None,
+) -> Response:
+    """Get one product; answers 304 when `If-None-Match` holds its current ETag."""
+    async with db.connection() as conn:
+        product = await use.get_product(product_id, uow=SqlUnitOfWork(conn))
+    headers = _read_headers(product)
+    if if_none_match_matches(if_none_match, headers["ETag"]):
+        return Response(status_code=304, headers=headers)
+    return JSONResponse(ProductRead.of(product).model_dump(mode="json"), headers=headers)
+
+
+@router.post("", status_code=201, response_model=ProductRead)
+async def create_product(
+    request: Request,
+    body: ProductCreate,
+    caller: Writer,
+    db: Db,
+    store: Idempotency,
+    idempotency_key: OptionalIdempotencyKey,
+) -> Response:
+    """Create a product (an `Idempotency-Key` makes retries safe)."""
+    new = NewProduct(**body.model_dump())
+
+    async def operation(conn: asyncpg.Connection) -> StoredResponse:
+        product = await use.create_product(new, uow=SqlUnitOfWork(conn))
+        headers = {"Location": _location(product), "ETag": product_etag(product)}
+        return StoredResponse(201, ProductRead.of(product).model_dump(mode="json"), headers)
+
+    return await respond_once(
+        request,
+        operation=operation,
+        db=db,
+        store=store,
+        key=idempotency_key,
+        principal=caller.subject,
+        body=body.model_dump(mode="json"),
+    )
+
+
+@router.patch("/{product_id}", response_model=ProductRead)
+async def update_product(
+    product_id: UUID,
+    patch: Annotated[ProductUpdate, Body(media_type="application/merge-patch+json")],
+    _caller: Writer,
+    db: Db,
+    if_match: Annotated[str | None, Header()] = None,
+) -> JSONResponse:
+    """Change a product with a JSON merge patch; `If-Match` with its ETag is required."""
+    async with db.transaction() as conn:
+        product = await use.update_product(
+            product_id,
+            patch.changes(),
+            precondition=lambda current: check_if_match(if_match, product_etag(current)),
+            uow=SqlUnitOfWork(conn),
+        )
+    return JSONResponse(
+        ProductRead.of(product).model_dump(mode="json"), headers=_read_headers(product)
+    )
+
+
+@router.delete("/{product_id}", status_code=204, response_class=Response)
+async def delete_product(
+    product_id: UUID,
+    _caller: Writer,
+    db: Db,
+    if_match: Annotated[str | None, Header()] = None,
+) -> Response:
+    """Delete a product; an `If-Match`, when sent, must hold its current ETag."""
+
+    def precondition(current: Product) -> None:
+        if if_match is not None:
+            check_if_match(if_match, product_etag(current))
+
+    async with db.transaction() as conn:
+        await use.delete_product(product_id, precondition=precondition, uow=SqlUnitOfWork(conn))
+    return Response(status_code=204)

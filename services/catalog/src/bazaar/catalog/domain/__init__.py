@@ -1,0 +1,1 @@
+"""Catalog domain: products, stock and reservations, as pure Python."""

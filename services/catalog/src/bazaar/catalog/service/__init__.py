@@ -1,0 +1,1 @@
+"""Catalog use cases: one async function per thing a client can do."""
