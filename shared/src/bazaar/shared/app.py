@@ -17,6 +17,7 @@ from bazaar.shared.health import ops_router
 from bazaar.shared.idempotency import IdempotencyStore
 from bazaar.shared.metrics import HttpMetrics, MetricsMiddleware
 from bazaar.shared.middleware import RequestContextMiddleware
+from bazaar.shared.openapi import install_openapi, operation_id
 from bazaar.shared.settings import ServiceSettings
 from bazaar.shared.telemetry import instrument_app, setup_tracing
 
@@ -95,11 +96,13 @@ def create_service_app(
         lifespan=_lifespan,
         docs_url=None,
         redoc_url=None,
+        generate_unique_id_function=operation_id,
     )
     app.state.settings = settings
     app.state.metrics = HttpMetrics(settings.service_name)
     app.state.readiness_checks = {}
     install_problem_handlers(app, error_map)
+    install_openapi(app)
     app.include_router(ops_router())
     for router in routers:
         app.include_router(router)

@@ -27,18 +27,17 @@ def idempotency_key_header(required: bool) -> Callable[..., Awaitable[str | None
     The header is declared optional to FastAPI either way, so a missing key is answered with
     our 400 `idempotency-key-missing` rather than the framework's 422.
     """
-    description = (
-        "Required. " if required else ""
-    ) + "A unique key (1-255 visible ASCII characters) that makes retries safe."
+    # Declared as a default, not in an annotation: with postponed annotations FastAPI could
+    # not resolve a closure variable inside `Annotated[...]`.
+    header = Header(
+        None,
+        alias=IDEMPOTENCY_KEY_HEADER,
+        description=("Required. " if required else "")
+        + "A unique key (1-255 visible ASCII characters) that makes retries safe.",
+    )
 
     async def idempotency_key(
-        value: Annotated[
-            str | None,
-            Header(
-                alias=IDEMPOTENCY_KEY_HEADER,
-                description=description,
-            ),
-        ] = None,
+        value: str | None = header,
     ) -> str | None:
         if value is None:
             if required:

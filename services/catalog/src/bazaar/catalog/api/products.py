@@ -20,6 +20,7 @@ from bazaar.shared.deps import Db, Idempotency
 from bazaar.shared.etag import check_if_match, if_none_match_matches, strong_etag
 from bazaar.shared.idempotency import OptionalIdempotencyKey, StoredResponse
 from bazaar.shared.idempotency.respond import respond_once
+from bazaar.shared.openapi import problem_responses
 from bazaar.shared.pagination import Page, Pagination, decode_cursor, next_link, paginate
 from bazaar.shared.problem import ValidationFailed
 
@@ -42,7 +43,7 @@ def _read_headers(product: Product) -> dict[str, str]:
     return {"ETag": product_etag(product), "Cache-Control": CACHE_CONTROL}
 
 
-@router.get("", response_model=Page[ProductRead])
+@router.get("", response_model=Page[ProductRead], responses=problem_responses(422))
 async def list_products(
     request: Request,
     db: Db,
@@ -77,7 +78,9 @@ async def list_products(
 
 
 @router.get(
-    "/{product_id}", response_model=ProductRead, responses={304: {"description": "Not Modified"}}
+    "/{product_id}",
+    response_model=ProductRead,
+    responses={304: {"description": "Not Modified"}, **problem_responses(404, 422)},
 )
 async def get_product(
     product_id: UUID,
@@ -93,7 +96,12 @@ async def get_product(
     return JSONResponse(ProductRead.of(product).model_dump(mode="json"), headers=headers)
 
 
-@router.post("", status_code=201, response_model=ProductRead)
+@router.post(
+    "",
+    status_code=201,
+    response_model=ProductRead,
+    responses=problem_responses(401, 403, 409, 422),
+)
 async def create_product(
     request: Request,
     body: ProductCreate,
@@ -121,7 +129,11 @@ async def create_product(
     )
 
 
-@router.patch("/{product_id}", response_model=ProductRead)
+@router.patch(
+    "/{product_id}",
+    response_model=ProductRead,
+    responses=problem_responses(401, 403, 404, 412, 422, 428),
+)
 async def update_product(
     product_id: UUID,
     patch: Annotated[ProductUpdate, Body(media_type="application/merge-patch+json")],
@@ -142,7 +154,12 @@ async def update_product(
     )
 
 
-@router.delete("/{product_id}", status_code=204, response_class=Response)
+@router.delete(
+    "/{product_id}",
+    status_code=204,
+    response_class=Response,
+    responses=problem_responses(401, 403, 404, 412),
+)
 async def delete_product(
     product_id: UUID,
     _caller: Writer,

@@ -15,11 +15,17 @@ from bazaar.catalog.service import reservations as use
 from bazaar.shared.deps import Db, Idempotency
 from bazaar.shared.idempotency import RequiredIdempotencyKey, StoredResponse
 from bazaar.shared.idempotency.respond import respond_once
+from bazaar.shared.openapi import problem_responses
 
 router = APIRouter(prefix="/v1/reservations", tags=["reservations (internal)"])
 
 
-@router.post("", status_code=201, response_model=ReservationRead)
+@router.post(
+    "",
+    status_code=201,
+    response_model=ReservationRead,
+    responses=problem_responses(400, 401, 403, 409, 422),
+)
 async def reserve_stock(
     request: Request,
     body: ReservationCreate,
@@ -47,7 +53,11 @@ async def reserve_stock(
     )
 
 
-@router.get("/{reservation_id}", response_model=ReservationRead)
+@router.get(
+    "/{reservation_id}",
+    response_model=ReservationRead,
+    responses=problem_responses(401, 403, 404),
+)
 async def get_reservation(reservation_id: UUID, _caller: Reserver, db: Db) -> ReservationRead:
     """Get one reservation and its status."""
     async with db.connection() as conn:
@@ -55,7 +65,12 @@ async def get_reservation(reservation_id: UUID, _caller: Reserver, db: Db) -> Re
     return ReservationRead.of(reservation)
 
 
-@router.delete("/{reservation_id}", status_code=204, response_class=Response)
+@router.delete(
+    "/{reservation_id}",
+    status_code=204,
+    response_class=Response,
+    responses=problem_responses(401, 403, 404),
+)
 async def release_reservation(reservation_id: UUID, _caller: Reserver, db: Db) -> Response:
     """Release a reservation's stock; releasing again answers 204 too."""
     async with db.transaction() as conn:
