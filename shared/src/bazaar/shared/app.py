@@ -15,7 +15,7 @@ from bazaar.shared.db import Database, PoolSettings
 from bazaar.shared.errors import ErrorMap, UnhandledErrorMiddleware, install_problem_handlers
 from bazaar.shared.health import ops_router
 from bazaar.shared.idempotency import IdempotencyStore
-from bazaar.shared.metrics import HttpMetrics, MetricsMiddleware
+from bazaar.shared.metrics import HttpMetrics
 from bazaar.shared.middleware import RequestContextMiddleware
 from bazaar.shared.openapi import install_openapi, operation_id
 from bazaar.shared.settings import ServiceSettings
@@ -106,9 +106,8 @@ def create_service_app(
     app.include_router(ops_router())
     for router in routers:
         app.include_router(router)
-    # add_middleware puts each new one outermost: context → metrics → backstop → routes.
+    # add_middleware puts each new one outermost: context (ids, log, metrics) → backstop → routes.
     app.add_middleware(UnhandledErrorMiddleware)
-    app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
-    app.add_middleware(RequestContextMiddleware, quiet_paths=QUIET_PATHS)
+    app.add_middleware(RequestContextMiddleware, metrics=app.state.metrics, quiet_paths=QUIET_PATHS)
     instrument_app(app, provider)
     return app

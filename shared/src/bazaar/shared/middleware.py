@@ -1,4 +1,4 @@
-"""Request context: the request id and trace id every answer carries, and the access log."""
+"""Request context: the ids every answer carries, the access log line and the RED metrics."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import uuid
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from bazaar.shared.metrics import route_template
+from bazaar.shared.metrics import HttpMetrics, route_template
 from bazaar.shared.tracecontext import current_trace_id, request_id_var
 
 REQUEST_ID_HEADER = "X-Request-ID"
@@ -29,10 +29,13 @@ def accept_request_id(value: str | None) -> str:
 
 
 class RequestContextMiddleware:
-    """Sets the request id, echoes it and the trace id, and writes one access log line."""
+    """Sets the request id, echoes it and the trace id, logs the request and records metrics."""
 
-    def __init__(self, app: ASGIApp, *, quiet_paths: frozenset[str] = frozenset()) -> None:
+    def __init__(
+        self, app: ASGIApp, *, metrics: HttpMetrics, quiet_paths: frozenset[str] = frozenset()
+    ) -> None:
         self.app = app
+        self.metrics = metrics
         self.quiet_paths = quiet_paths
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -61,9 +64,14 @@ class RequestContextMiddleware:
                     headers[TRACE_ID_HEADER] = trace_id
             await send(message)
 
+        self.metrics.in_flight.inc()
         try:
             await self.app(scope, receive, send_wrapper)
         finally:
+            self.metrics.in_flight.dec()
+            elapsed = time.perf_counter() - start
+            route = route_template(scope)
+            self.metrics.observe(scope["method"], route, status, elapsed)
             if scope["path"] not in self.quiet_paths:
                 access_log.info(
                     "%s %s %s",
@@ -72,9 +80,9 @@ class RequestContextMiddleware:
                     status,
                     extra={
                         "http_method": scope["method"],
-                        "http_route": route_template(scope),
+                        "http_route": route,
                         "http_status": status,
-                        "duration_ms": round((time.perf_counter() - start) * 1000, 2),
+                        "duration_ms": round(elapsed * 1000, 2),
                     },
                 )
             request_id_var.reset(token)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 PROBLEM_CONTENT_TYPE = "application/problem+json"
 PROBLEM_BASE_URI = "https://bazaar.example/problems/"
@@ -24,9 +24,13 @@ class ProblemSpec:
 class ProblemError(Exception):
     """An error that knows its own problem+json answer."""
 
-    status: int = 500
-    slug: str = "internal-error"
-    title: str = "Internal Server Error"
+    status: ClassVar[int] = 500
+    slug: ClassVar[str] = "internal-error"
+    title: ClassVar[str] = "Internal Server Error"
+    #: The detail when the raiser gives none.
+    default_detail: ClassVar[str | None] = None
+    #: Headers every answer of this problem carries (e.g. Retry-After).
+    default_headers: ClassVar[Mapping[str, str]] = {}
 
     def __init__(
         self,
@@ -35,9 +39,9 @@ class ProblemError(Exception):
         headers: Mapping[str, str] | None = None,
         extensions: Mapping[str, Any] | None = None,
     ) -> None:
-        super().__init__(detail or self.title)
-        self.detail = detail
-        self.headers = dict(headers or {})
+        self.detail = detail or self.default_detail
+        super().__init__(self.detail or self.title)
+        self.headers = {**self.default_headers, **(headers or {})}
         self.extensions = dict(extensions or {})
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import ClassVar
 
 from bazaar.shared.problem import ProblemError, ValidationFailed
 
@@ -15,57 +15,22 @@ class IdempotencyKeyMissing(ProblemError):
     """The route requires an `Idempotency-Key` header and the request has none."""
 
     status, slug, title = 400, "idempotency-key-missing", "Idempotency Key Missing"
-
-    def __init__(
-        self,
-        detail: str | None = None,
-        *,
-        headers: Mapping[str, str] | None = None,
-        extensions: Mapping[str, Any] | None = None,
-    ) -> None:
-        super().__init__(
-            detail or f"This request requires an {IDEMPOTENCY_KEY_HEADER} header.",
-            headers=headers,
-            extensions=extensions,
-        )
+    default_detail = f"This request requires an {IDEMPOTENCY_KEY_HEADER} header."
 
 
 class IdempotencyKeyMismatch(ProblemError):
     """The key was already used with a different request body."""
 
     status, slug, title = 422, "idempotency-key-mismatch", "Idempotency Key Mismatch"
-
-    def __init__(
-        self,
-        detail: str | None = None,
-        *,
-        headers: Mapping[str, str] | None = None,
-        extensions: Mapping[str, Any] | None = None,
-    ) -> None:
-        super().__init__(
-            detail or "This idempotency key was already used with a different request body.",
-            headers=headers,
-            extensions=extensions,
-        )
+    default_detail = "This idempotency key was already used with a different request body."
 
 
 class IdempotencyKeyInUse(ProblemError):
     """A request with the same key is still being processed; retry shortly."""
 
     status, slug, title = 409, "idempotency-key-in-use", "Idempotency Key In Use"
-
-    def __init__(
-        self,
-        detail: str | None = None,
-        *,
-        headers: Mapping[str, str] | None = None,
-        extensions: Mapping[str, Any] | None = None,
-    ) -> None:
-        super().__init__(
-            detail or "A request with this idempotency key is still being processed.",
-            headers={"Retry-After": "1", **(headers or {})},
-            extensions=extensions,
-        )
+    default_detail = "A request with this idempotency key is still being processed."
+    default_headers: ClassVar[Mapping[str, str]] = {"Retry-After": "1"}
 
 
 def _key_error(msg: str, type_: str) -> ValidationFailed:
