@@ -73,8 +73,10 @@ def run(commands: ServiceCommands, argv: Sequence[str] | None = None) -> int:
             _say(f"{commands.name}: database {'created' if created else 'already exists'}")
         case "migrate":
             migrations.upgrade(where, url, args.revision)
+            _say(f"{commands.name}: database migrated to {args.revision}")
         case "downgrade":
             migrations.downgrade(where, url, args.revision)
+            _say(f"{commands.name}: database downgraded to {args.revision}")
         case "revision":
             migrations.revision(where, url, args.message)
         case "current":
