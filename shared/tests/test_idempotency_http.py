@@ -321,3 +321,11 @@ def test_a_bodyless_stored_answer_is_rendered_without_a_body() -> None:
     assert response.body == b""
     assert response.headers["etag"] == '"1"'
     assert response.headers["idempotent-replayed"] == "true"
+
+
+def test_the_key_header_is_declared_as_a_header_in_the_openapi_document(app: FastAPI) -> None:
+    parameters = app.openapi()["paths"]["/v1/shelves/{shelf}/widgets"]["post"]["parameters"]
+
+    [header] = [p for p in parameters if p["name"] == "Idempotency-Key"]
+    assert header["in"] == "header"
+    assert header["description"].startswith("Required.")

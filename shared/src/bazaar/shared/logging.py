@@ -41,10 +41,16 @@ class JsonFormatter(logging.Formatter):
         }
         for key, value in record.__dict__.items():
             if key not in _RESERVED and not key.startswith("_"):
-                entry[key] = "[redacted]" if _SECRET_FIELDS.search(key) else value
+                entry[key] = _redact_field(key, value)
         if record.exc_info:
-            entry["exception"] = self.formatException(record.exc_info)
+            entry["exception"] = redact_text(self.formatException(record.exc_info))
         return json.dumps(entry, default=str, ensure_ascii=False)
+
+
+def _redact_field(key: str, value: Any) -> Any:
+    if _SECRET_FIELDS.search(key):
+        return "[redacted]"
+    return redact_text(value) if isinstance(value, str) else value
 
 
 def redact_text(text: str) -> str:

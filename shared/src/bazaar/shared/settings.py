@@ -20,8 +20,13 @@ class InsecureProductionSettings(ValueError):
 class ServiceSettings(BaseSettings):
     """Settings shared by every service; subclasses set `env_prefix` (e.g. CATALOG_)."""
 
+    # hide_input_in_errors: a refusal must never print the secrets it was given.
     model_config = SettingsConfigDict(
-        env_file=".env", env_file_encoding="utf-8", extra="ignore", frozen=True
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        frozen=True,
+        hide_input_in_errors=True,
     )
 
     #: The service's name, used in logs, metrics, traces and event sources.
