@@ -25,6 +25,7 @@ from bazaar.shared.tracecontext import current_trace_id
 
 log = logging.getLogger("bazaar.errors")
 _UNEXPECTED = "An unexpected error occurred."
+_UNPARSABLE_BODY = (UnicodeDecodeError, RecursionError, ValueError)
 
 ErrorMap = Mapping[type[BaseException], ProblemSpec]
 
@@ -85,6 +86,19 @@ def install_problem_handlers(app: FastAPI, error_map: ErrorMap) -> None:
 
     async def on_http(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, StarletteHTTPException)
+        if exc.status_code == 400 and isinstance(exc.__cause__, _UNPARSABLE_BODY):
+            # FastAPI answers 400 for a body that is not UTF-8 or nests too deep; to a client
+            # that is malformed JSON, which everywhere else is a 422 validation-error.
+            problem = Problem(
+                422,
+                "validation-error",
+                "Validation Error",
+                "The request body is not valid JSON.",
+                extensions={
+                    "errors": [{"loc": ["body"], "msg": "Invalid JSON", "type": "json_invalid"}]
+                },
+            )
+            return problem_response(problem, instance=request.url.path)
         status = exc.status_code
         phrase = HTTPStatus(status).phrase
         slug = _FRAMEWORK_SLUGS.get(status, phrase.lower().replace(" ", "-"))

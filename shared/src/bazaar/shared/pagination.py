@@ -8,7 +8,7 @@ import json
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any, Generic, TypeAlias, TypeVar
 from uuid import UUID
 
@@ -130,10 +130,15 @@ def _from_json(raw: object, typ: type) -> CursorValue:
     if typ is datetime and isinstance(raw, str):
         value = datetime.fromisoformat(raw)
         if value.utcoffset() is not None:
+            try:
+                # A database stores instants in UTC: one outside its range is no position.
+                value.astimezone(UTC)
+            except OverflowError as exc:
+                raise ValueError("cursor time out of range") from exc
             return value
     elif typ is UUID and isinstance(raw, str):
         return UUID(raw)
-    elif typ is str and isinstance(raw, str):
+    elif typ is str and isinstance(raw, str) and "\x00" not in raw:
         return raw
     elif typ is int and isinstance(raw, int) and not isinstance(raw, bool):
         return raw

@@ -23,6 +23,7 @@ from bazaar.shared.idempotency.respond import respond_once
 from bazaar.shared.openapi import problem_responses
 from bazaar.shared.pagination import Page, Pagination, decode_cursor, next_link, paginate
 from bazaar.shared.problem import ValidationFailed
+from bazaar.shared.schemas import SearchText
 
 router = APIRouter(prefix="/v1/products", tags=["products"])
 
@@ -48,7 +49,7 @@ async def list_products(
     request: Request,
     db: Db,
     page: Pagination,
-    q: Annotated[str | None, Query(min_length=1, max_length=200)] = None,
+    q: Annotated[SearchText | None, Query(min_length=1, max_length=200)] = None,
     min_price_cents: Annotated[int | None, Query(ge=0, le=100_000_000)] = None,
     max_price_cents: Annotated[int | None, Query(ge=0, le=100_000_000)] = None,
     in_stock: bool | None = None,

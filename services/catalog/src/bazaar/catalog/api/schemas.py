@@ -6,9 +6,10 @@ from datetime import datetime
 from typing import Annotated, Any, Self
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, Field, model_validator
 
 from bazaar.catalog.domain.model import NULLABLE, Product, Reservation
+from bazaar.shared.schemas import InputModel
 
 Sku = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]+$")]
 Name = Annotated[str, Field(min_length=1, max_length=200)]
@@ -19,11 +20,7 @@ Stock = Annotated[int, Field(strict=True, ge=0, le=1_000_000)]
 Quantity = Annotated[int, Field(strict=True, ge=1, le=1_000)]
 
 
-class _Input(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class ProductCreate(_Input):
+class ProductCreate(InputModel):
     """A new product."""
 
     sku: Sku
@@ -34,7 +31,7 @@ class ProductCreate(_Input):
     stock: Stock = 0
 
 
-class ProductUpdate(_Input):
+class ProductUpdate(InputModel):
     """A JSON merge patch of a product: only the fields sent change."""
 
     name: Name | None = None
@@ -75,14 +72,14 @@ class ProductRead(BaseModel):
         return cls.model_validate(product, from_attributes=True)
 
 
-class ReservationLineCreate(_Input):
+class ReservationLineCreate(InputModel):
     """One line to reserve."""
 
     product_id: UUID
     quantity: Quantity
 
 
-class ReservationCreate(_Input):
+class ReservationCreate(InputModel):
     """Reserve stock for an order: every line, or none."""
 
     order_id: UUID
