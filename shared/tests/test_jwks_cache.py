@@ -173,6 +173,7 @@ async def test_keys_are_refetched_when_the_ttl_expires(
 
     clock.advance(1)
     await verifier.verify(token)
+    await verifier.jwks.refreshed()
     assert jwks_server.hits == before + 1
 
 
@@ -189,8 +190,10 @@ async def test_when_auth_is_down_the_last_good_keys_keep_serving(
     with jwks_server.down():
         clock.advance(verifier.settings.jwks_ttl_seconds + 1)
         assert (await verifier.verify(token)).subject == "user-1"
+        await verifier.jwks.refreshed()
         # The failure is remembered: the next request does not knock again at once.
         assert (await verifier.verify(token)).subject == "user-1"
+        await verifier.jwks.refreshed()
 
     assert jwks_server.hits == before + 1
 
@@ -264,7 +267,9 @@ async def test_a_bad_answer_does_not_replace_the_last_good_keys(
     clock.advance(61)
 
     assert await cache.get("test-ec-1") is not None
+    await cache.refreshed()
     assert auth.calls == 2
+    assert await cache.get("test-ec-1") is not None
 
 
 async def test_an_injected_client_is_left_open_and_an_own_client_is_closed(
@@ -279,3 +284,30 @@ async def test_an_injected_client_is_left_open_and_an_own_client_is_closed(
 
     assert not client.is_closed
     assert owned._client.is_closed
+
+
+async def test_a_hanging_auth_service_does_not_stall_verification_of_a_known_key(
+    token_issuer: TokenIssuer, clock: ManualClock
+) -> None:
+    release = asyncio.Event()
+    calls = 0
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        nonlocal calls
+        calls += 1
+        if calls > 1:  # the refresh after the TTL hangs until released
+            await release.wait()
+        return httpx.Response(200, json=token_issuer.jwks())
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as client:
+        cache = JwksCache("https://auth.test/jwks", client=client, clock=clock, ttl_seconds=60)
+        assert await cache.get("test-rsa-1") is not None
+        clock.advance(61)
+        # Answered from the cache while the refresh hangs in the background.
+        async with asyncio.timeout(1):
+            results = await asyncio.gather(*(cache.get("test-rsa-1") for _ in range(50)))
+        assert all(key is not None for key in results)
+        assert calls == 2, "one background refresh, not one per request"
+        release.set()
+        await cache.refreshed()
+        await cache.aclose()

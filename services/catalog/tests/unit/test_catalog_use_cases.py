@@ -11,7 +11,12 @@ from uuid import UUID
 
 import pytest
 
-from bazaar.catalog.domain.errors import InsufficientStock, ProductNotFound
+from bazaar.catalog.domain.errors import (
+    DuplicateLine,
+    InsufficientStock,
+    MixedCurrency,
+    ProductNotFound,
+)
 from bazaar.catalog.domain.model import NewProduct, Product, RequestedLine, Reservation
 from bazaar.catalog.service import products as product_use
 from bazaar.catalog.service import reservations as reservation_use
@@ -233,3 +238,34 @@ async def test_reserving_then_releasing_twice_gives_the_stock_back_once(
         "order_id": made.order_id,
         "lines": [{"product_id": a.id, "sku": "A", "quantity": 3}],
     }
+
+
+async def test_a_product_named_in_two_lines_is_refused_before_any_stock_moves(
+    uow: FakeUnitOfWork,
+) -> None:
+    a = await product_use.create_product(new("A", stock=20), uow=as_port(uow))
+    uow.events.added.clear()
+
+    with pytest.raises(DuplicateLine):
+        await reservation_use.reserve_stock(
+            uuid.uuid4(), [RequestedLine(a.id, 15), RequestedLine(a.id, 15)], uow=as_port(uow)
+        )
+
+    assert uow.products.rows[a.id].stock == 20
+    assert uow.reservations.rows == {} and uow.events.added == []
+
+
+async def test_mixed_currencies_are_refused_even_when_a_line_is_also_short(
+    uow: FakeUnitOfWork,
+) -> None:
+    eur = await product_use.create_product(new("EUR-1", stock=1), uow=as_port(uow))
+    usd = await product_use.create_product(
+        NewProduct("USD-1", "Cup", None, 100, "USD", 5), uow=as_port(uow)
+    )
+
+    with pytest.raises(MixedCurrency):
+        await reservation_use.reserve_stock(
+            uuid.uuid4(), [RequestedLine(eur.id, 2), RequestedLine(usd.id, 1)], uow=as_port(uow)
+        )
+
+    assert [p.stock for p in uow.products.rows.values()] == [1, 5]

@@ -9,9 +9,11 @@ from collections.abc import Iterator
 
 from bazaar.shared.problem import ProblemError
 
-# One member of an entity-tag list and the comma after it; a member that is not
-# `*` or a quoted tag lands in `other` and never matches.
-_MEMBER = re.compile(r'\s*(?:(?P<weak>W/)?"(?P<opaque>[^"]*)"|(?P<other>[^,]*?))\s*(?:,|\Z)')
+# A quoted entity tag; its body cannot hold a quote, so every match is bounded (linear time).
+_TAG = re.compile(r'(W/)?"([^"]*)"')
+_SPACE = " \t"
+#: Longer condition headers are not parsed (they never match): no request may buy CPU time.
+MAX_HEADER_LENGTH = 8192
 
 
 class PreconditionRequired(ProblemError):
@@ -69,21 +71,27 @@ def _strong_match(member: tuple[bool, str] | str | None, own: tuple[bool, str] |
 
 
 def _parse_tag(text: str) -> tuple[bool, str] | None:
-    match = _MEMBER.fullmatch(text)
-    if match is None or match["opaque"] is None:
-        return None
-    return match["weak"] is not None, match["opaque"]
+    match = _TAG.fullmatch(text)
+    return None if match is None else (match[1] is not None, match[2])
 
 
 def _members(header: str) -> Iterator[tuple[bool, str] | str | None]:
-    """Yield `*`, (is_weak, opaque) or None (unparsable) for each list member."""
-    pos = 0
-    while pos < len(header):
-        match = _MEMBER.match(header, pos)
-        if match is None:  # unreachable: `other` matches up to the next comma or the end
+    """Yield `*`, (is_weak, opaque) or None (unparsable) for each list member, in one pass."""
+    if len(header) > MAX_HEADER_LENGTH:
+        yield None
+        return
+    pos, end = 0, len(header)
+    while pos < end:
+        while pos < end and (header[pos] in _SPACE or header[pos] == ","):
+            pos += 1
+        if pos == end:
             return
-        pos = match.end()
-        if match["opaque"] is not None:
-            yield match["weak"] is not None, match["opaque"]
+        tag = _TAG.match(header, pos)
+        stop = header.find(",", tag.end() if tag else pos)
+        stop = end if stop < 0 else stop
+        rest = header[tag.end() : stop] if tag else header[pos:stop]
+        if tag and not rest.strip(_SPACE):
+            yield tag[1] is not None, tag[2]
         else:
-            yield "*" if match["other"] == "*" else None
+            yield "*" if rest.strip(_SPACE) == "*" else None
+        pos = stop

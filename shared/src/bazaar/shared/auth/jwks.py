@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Collection, Mapping
@@ -42,11 +43,35 @@ class JwksCache:
         self._loaded_at: float | None = None
         self._miss_fetched_at: float | None = None
         self._failed_at: float | None = None
+        self._refresh: asyncio.Task[None] | None = None
 
     async def get(self, kid: str) -> jwt.PyJWK | None:
-        """Return the key for `kid`, fetching the key set if it is stale or lacks that kid."""
-        if self._is_fresh(self._clock()) and kid in self._keys:
-            return self._keys[kid]
+        """Return the key for `kid`, fetching the key set if it is stale or lacks that kid.
+
+        A known kid is answered from the cache at once, even when the set is stale: the
+        refresh then runs in the background, so a slow auth service never stalls requests.
+        Only an unknown kid waits for a fetch.
+        """
+        key = self._keys.get(kid)
+        if key is not None:
+            if not self._is_fresh(self._clock()):
+                self._refresh_in_background()
+            return key
+        await self._fetch_if_needed(kid)
+        # After a failed fetch these are the last good keys, stale or not: an auth
+        # service outage must not log everybody out.
+        return self._keys.get(kid)
+
+    async def refreshed(self) -> None:
+        """Wait for a background refresh in progress, if any (tests, shutdown)."""
+        if self._refresh is not None:
+            await asyncio.shield(self._refresh)
+
+    def _refresh_in_background(self) -> None:
+        if self._refresh is None or self._refresh.done():
+            self._refresh = asyncio.create_task(self._fetch_if_needed(None))
+
+    async def _fetch_if_needed(self, kid: str | None) -> None:
         async with self._lock:
             # Single flight: whoever waited here while another fetched now finds the new
             # key set, or finds the refetch interval closed, and does not fetch again.
@@ -56,25 +81,26 @@ class JwksCache:
                 self._miss_fetched_at = now
             if reason is not None:
                 await self._fetch(now)
-        # After a failed fetch these are the last good keys, stale or not: an auth
-        # service outage must not log everybody out.
-        return self._keys.get(kid)
 
     async def aclose(self) -> None:
-        """Close the HTTP client, if this cache created it."""
+        """Stop a background refresh and close the HTTP client, if this cache created it."""
+        if self._refresh is not None:
+            self._refresh.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._refresh
         if self._owns_client:
             await self._client.aclose()
 
     def _is_fresh(self, now: float) -> bool:
         return self._loaded_at is not None and now - self._loaded_at < self._ttl
 
-    def _fetch_reason(self, kid: str, now: float) -> Literal["stale", "unknown kid"] | None:
+    def _fetch_reason(self, kid: str | None, now: float) -> Literal["stale", "unknown kid"] | None:
         # After a failure, wait before asking again rather than hammer a struggling service.
         if self._failed_at is not None and now - self._failed_at < self._min_refetch:
             return None
         if not self._is_fresh(now):
             return "stale"
-        if kid in self._keys:
+        if kid is None or kid in self._keys:
             return None
         # Unknown kids are attacker-controlled: without this floor every forged token
         # would become a request to the auth service. A rotation is still picked up at

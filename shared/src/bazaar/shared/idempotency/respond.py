@@ -31,7 +31,9 @@ async def respond_once(
     outcome = await store.run(
         key=key,
         scope=request_scope(request, principal),
-        fingerprint=request_fingerprint(body),
+        # The concrete path is part of the request: one key reused for another resource
+        # (cancel order A, then order B) is a mismatch, never A's answer replayed for B.
+        fingerprint=request_fingerprint({"path": request.url.path, "body": body}),
         operation=operation,
         store_error=problem_response_for(request),
     )

@@ -32,6 +32,9 @@ ERROR_MAP: ErrorMap = {
     errors.InsufficientStock: ProblemSpec(
         409, "insufficient-stock", "Insufficient Stock", _short_products
     ),
+    errors.DuplicateLine: ProblemSpec(
+        422, "validation-error", "Validation Error", _field_error(["body", "lines"], "value_error")
+    ),
     errors.MixedCurrency: ProblemSpec(
         422, "validation-error", "Validation Error", _field_error(["body", "lines"], "currency")
     ),

@@ -28,6 +28,10 @@ class InsufficientStock(CatalogError):
         )
 
 
+class DuplicateLine(CatalogError):
+    """Two lines of one reservation name the same product."""
+
+
 class MixedCurrency(CatalogError):
     """The lines of one reservation are priced in more than one currency."""
 

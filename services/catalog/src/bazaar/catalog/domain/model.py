@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from bazaar.catalog.domain.errors import InvalidChange, MixedCurrency
+from bazaar.catalog.domain.errors import DuplicateLine, InvalidChange, MixedCurrency
 
 #: The product fields a merge patch may change (API.md).
 PATCHABLE = ("name", "description", "price_cents", "currency", "stock")
@@ -110,6 +110,19 @@ class Reservation:
     def is_active(self) -> bool:
         """Whether the reservation still holds stock."""
         return self.status == "active"
+
+
+def check_requested(requested: Sequence[RequestedLine]) -> None:
+    """Refuse a request naming one product twice (its lines would be checked one by one)."""
+    ids = [line.product_id for line in requested]
+    if len(set(ids)) != len(ids):
+        raise DuplicateLine("Each product may appear in one line only.")
+
+
+def check_one_currency(products: Iterable[Product]) -> None:
+    """Refuse lines priced in more than one currency."""
+    if len({p.currency for p in products}) > 1:
+        raise MixedCurrency("All lines of a reservation must share one currency.")
 
 
 def short_lines(requested: Sequence[RequestedLine], available: Mapping[UUID, int]) -> list[UUID]:

@@ -8,7 +8,14 @@ from typing import Any
 from uuid import UUID
 
 from bazaar.catalog.domain.errors import InsufficientStock, ReservationNotFound
-from bazaar.catalog.domain.model import RequestedLine, Reservation, reserve_lines, short_lines
+from bazaar.catalog.domain.model import (
+    RequestedLine,
+    Reservation,
+    check_one_currency,
+    check_requested,
+    reserve_lines,
+    short_lines,
+)
 from bazaar.catalog.service.ports import UnitOfWork
 
 
@@ -28,7 +35,9 @@ async def reserve_stock(
     order_id: UUID, lines: Sequence[RequestedLine], *, uow: UnitOfWork
 ) -> Reservation:
     """Reserve every line for an order, or raise InsufficientStock having reserved nothing."""
+    check_requested(lines)
     products = await uow.products.lock_live(line.product_id for line in lines)
+    check_one_currency(products.values())
     available = {pid: p.stock for pid, p in products.items()}
     short = short_lines(lines, available)
     if short:
