@@ -108,3 +108,14 @@ async def test_a_service_lifespan_runs_inside_the_shared_one_and_adds_readiness_
     assert not_ready.status_code == 503
     assert not_ready.json()["checks"] == {"database": "ok", "broker": "failing"}
     assert "broker" in not_ready.json()["detail"]
+
+
+async def test_a_trailing_slash_is_a_404_not_a_redirect_revealing_the_host(
+    verifier_settings: VerifierSettings, database_url: str
+) -> None:
+    app = _app(make_settings(verifier_settings, database_url))
+    async with serve_in_process(app, base_url="http://catalog.internal.svc:8002") as client:
+        response = await client.get("/things/abc/")
+    assert response.status_code == 404
+    assert "location" not in response.headers
+    assert "internal" not in response.text

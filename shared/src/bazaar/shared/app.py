@@ -11,6 +11,7 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from fastapi import APIRouter, FastAPI
 
 from bazaar.shared.auth import TokenVerifier
+from bazaar.shared.bodylimit import BodyLimitMiddleware
 from bazaar.shared.db import Database, PoolSettings
 from bazaar.shared.errors import ErrorMap, UnhandledErrorMiddleware, install_problem_handlers
 from bazaar.shared.health import ops_router
@@ -69,23 +70,27 @@ def create_service_app(
     @asynccontextmanager
     async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         db = database_for(settings)
-        await db.open()
         verifier = TokenVerifier(settings.verifier_settings())
+        store = IdempotencyStore(db)
         app.state.db = db
         app.state.token_verifier = verifier
-        app.state.idempotency = IdempotencyStore(db)
+        app.state.idempotency = store
         app.state.readiness_checks["database"] = db.ping
-        purge = asyncio.create_task(_purge_idempotency_keys(app.state.idempotency))
+        purge: asyncio.Task[None] | None = None
         try:
+            await db.open()
+            purge = asyncio.create_task(_purge_idempotency_keys(store))
             if lifespan is None:
                 yield
             else:
                 async with lifespan(app):
                     yield
         finally:
-            purge.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await purge
+            if purge is not None:
+                purge.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await purge
+            await store.drain()
             await verifier.aclose()
             await db.close()
 
@@ -97,6 +102,8 @@ def create_service_app(
         docs_url=None,
         redoc_url=None,
         generate_unique_id_function=operation_id,
+        # A redirect would carry this service's internal host name to the client.
+        redirect_slashes=False,
     )
     app.state.settings = settings
     app.state.metrics = HttpMetrics(settings.service_name)
@@ -106,8 +113,10 @@ def create_service_app(
     app.include_router(ops_router())
     for router in routers:
         app.include_router(router)
-    # add_middleware puts each new one outermost: context (ids, log, metrics) → backstop → routes.
+    # add_middleware puts each new one outermost:
+    # context (ids, log, metrics) → body limit → backstop → routes.
     app.add_middleware(UnhandledErrorMiddleware)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestContextMiddleware, metrics=app.state.metrics, quiet_paths=QUIET_PATHS)
     instrument_app(app, provider)
     return app

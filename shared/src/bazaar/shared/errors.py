@@ -86,6 +86,9 @@ def install_problem_handlers(app: FastAPI, error_map: ErrorMap) -> None:
 
     async def on_http(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, StarletteHTTPException)
+        if isinstance(exc.__cause__, ProblemError):
+            # Raised while FastAPI read the body (e.g. the size limit): answer it as itself.
+            return await on_mapped(request, exc.__cause__)
         if exc.status_code == 400 and isinstance(exc.__cause__, _UNPARSABLE_BODY):
             # FastAPI answers 400 for a body that is not UTF-8 or nests too deep; to a client
             # that is malformed JSON, which everywhere else is a 422 validation-error.

@@ -84,6 +84,12 @@ class ValidationFailed(ProblemError):
         super().__init__(detail or "The request is invalid.", extensions={"errors": errors})
 
 
+class PayloadTooLarge(ProblemError):
+    """The request body is larger than this service accepts."""
+
+    status, slug, title = 413, "payload-too-large", "Payload Too Large"
+
+
 class ServiceUnavailable(ProblemError):
     """A dependency of this service is unavailable for now."""
 

@@ -37,6 +37,8 @@ class ServiceSettings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = 8000
     log_level: str = "INFO"
+    #: Request bodies above this many bytes are refused with 413 before they are read whole.
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
 
     database_url: SecretStr = SecretStr("postgresql://postgres@127.0.0.1:5432/bazaar")
     db_pool_min: int = Field(default=1, ge=0)

@@ -243,6 +243,11 @@ class IdempotencyStore:
             logger.exception("could not store the error answer of an idempotent request")
         await self._release(claim)
 
+    async def drain(self) -> None:
+        """Wait for claim clean-ups still running (call before closing the pool)."""
+        if self._cleanups:
+            await asyncio.gather(*self._cleanups, return_exceptions=True)
+
     async def _release(self, claim: _Claim) -> None:
         """Delete our claim so the client may retry; on failure it goes stale instead."""
         try:
