@@ -247,3 +247,11 @@ def test_alembic_config_keeps_a_percent_encoded_password_intact(tmp_path: Path) 
 
     assert config.get_main_option("sqlalchemy.url") == "postgresql+asyncpg://u:p%40ss%25w@db/x"
     assert config.get_main_option("script_location") == str(tmp_path)
+
+
+async def test_a_url_with_libpq_options_such_as_sslmode_migrates(
+    migrations_dir: Path, fresh_url: str
+) -> None:
+    url = fresh_url + "?sslmode=disable&application_name=migrate"
+    await asyncio.to_thread(migrations.upgrade, migrations_dir, url)
+    assert await versions_recorded(fresh_url) == ["0002"]

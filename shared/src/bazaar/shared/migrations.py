@@ -8,9 +8,14 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
+import asyncpg
 from alembic import command
 from alembic.config import Config
+
+#: The Alembic option holding the service's database URL as the pool takes it.
+DSN_OPTION = "bazaar.database_url"
 
 #: Revision files start with their date so `ls versions/` reads as a history.
 FILE_TEMPLATE = "%%(year)d%%(month).2d%%(day).2d_%%(hour).2d%%(minute).2d_%%(rev)s_%%(slug)s"
@@ -32,6 +37,9 @@ def alembic_config(migrations_dir: Path, database_url: str) -> Config:
     config.set_main_option("timezone", "UTC")
     # '%' must be doubled for configparser interpolation.
     config.set_main_option("sqlalchemy.url", sqlalchemy_url(database_url).replace("%", "%%"))
+    # Connections are made by asyncpg itself from the original URL, so libpq-style options
+    # the pool accepts (sslmode=…, …) work here too instead of reaching SQLAlchemy's dialect.
+    config.set_main_option(DSN_OPTION, database_url.replace("%", "%%"))
     return config
 
 
@@ -62,9 +70,12 @@ def run_migrations() -> None:
     from sqlalchemy.ext.asyncio import create_async_engine
     from sqlalchemy.pool import NullPool
 
-    url = context.config.get_main_option("sqlalchemy.url")
-    if url is None:
-        raise RuntimeError("sqlalchemy.url is not configured")
+    dsn = context.config.get_main_option(DSN_OPTION)
+    if dsn is None:
+        raise RuntimeError(f"{DSN_OPTION} is not configured")
+
+    async def _connect() -> Any:
+        return await asyncpg.connect(dsn)
 
     def _run(connection: Connection) -> None:
         context.configure(
@@ -74,7 +85,9 @@ def run_migrations() -> None:
             context.run_migrations()
 
     async def _main() -> None:
-        engine = create_async_engine(url, poolclass=NullPool)
+        engine = create_async_engine(
+            "postgresql+asyncpg://", async_creator=_connect, poolclass=NullPool
+        )
         try:
             async with engine.connect() as connection:
                 await connection.run_sync(_run)
