@@ -2,29 +2,22 @@
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
-# uv comes from PyPI when the machine does not have it yet.
-UV := $(shell command -v uv 2>/dev/null)
-ifeq ($(UV),)
-UV := python3 -m uv
-endif
+# uv: the one on PATH, else our own copy in .tools/ (a venv, so PEP 668 never gets in the way).
+UV := $(shell command -v uv 2>/dev/null || echo $(CURDIR)/.tools/bin/uv)
 
 SRC := shared/src services/catalog/src
 
-# Development values; anything already set in the environment wins (make's ?=).
-export CATALOG_DATABASE_URL ?= postgresql://postgres@127.0.0.1:5432/bazaar_catalog
-export CATALOG_HOST ?= 127.0.0.1
-export CATALOG_PORT ?= 8002
-
-.PHONY: help up test deps uv lint typecheck pytest contracts db clean
+.PHONY: help up test deps lint typecheck pytest contracts db clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
-uv:
-	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 || \
-		{ echo "installing uv from PyPI"; python3 -m pip install --quiet --disable-pip-version-check uv; }
+$(CURDIR)/.tools/bin/uv:
+	@echo "installing uv from PyPI into .tools/"
+	@python3 -m venv .tools || { echo "error: python3 -m venv failed (Debian: apt-get install python3-venv)" >&2; exit 1; }
+	@.tools/bin/python -m pip install --quiet --disable-pip-version-check uv
 
-deps: uv ## install the locked dependencies into .venv
+deps: $(UV) ## install the locked dependencies into .venv
 	@$(UV) sync --locked --quiet
 
 up: deps ## create the databases, migrate, seed demo data and run the suite
@@ -49,6 +42,6 @@ db: deps ## create and migrate the databases (no seed, no serve)
 	$(UV) run --locked bazaar-catalog create-db
 	$(UV) run --locked bazaar-catalog migrate
 
-clean: ## remove the virtual environment and caches
-	rm -rf .venv .mypy_cache .ruff_cache
+clean: ## remove the virtual environments and caches
+	rm -rf .venv .tools .mypy_cache .ruff_cache
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -1,53 +1,59 @@
 #!/usr/bin/env bash
 # Start the Bazaar suite on this machine: databases, migrations, demo data, then every service.
-# Ctrl-C (or SIGTERM) stops everything it started.
+# Settings come from the environment or .env (as the services read them); nothing here
+# overrides a value you have set. Ctrl-C or SIGTERM stops everything it started.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-UV="$(command -v uv || echo "python3 -m uv")"
-run() { $UV run --locked "$@"; }
+BIN=.venv/bin   # `make deps` has synced it
 
-wait_for_port() { # host port what
-  for _ in $(seq 1 60); do
-    (echo >"/dev/tcp/$1/$2") 2>/dev/null && return 0
-    sleep 0.5
-  done
-  echo "error: $3 is not reachable on $1:$2" >&2
-  return 1
+# host:port a service will listen on, from its own effective settings.
+address_of() {
+  "$BIN/bazaar-$1" settings | "$BIN/python" -c 'import json,sys; d=json.load(sys.stdin); print("%s:%s" % (d["host"], d["port"]))'
 }
 
-wait_for_port 127.0.0.1 5432 "PostgreSQL (start it, e.g. pg_ctlcluster <version> main start)"
+wait_ready() { # name address
+  "$BIN/python" - "$1" "$2" <<'PY'
+import sys, time, urllib.request
+name, address = sys.argv[1], sys.argv[2]
+for _ in range(120):
+    try:
+        urllib.request.urlopen(f"http://{address}/readyz", timeout=1)
+        sys.exit(0)
+    except Exception:
+        time.sleep(0.5)
+sys.exit(f"error: {name} did not become ready; see .run/{name}.log")
+PY
+}
 
 echo "== catalog: database, migrations, demo data"
-run bazaar-catalog create-db
-run bazaar-catalog migrate
-run bazaar-catalog seed
+"$BIN/bazaar-catalog" create-db || {
+  echo "error: cannot reach the catalog's PostgreSQL (CATALOG_DATABASE_URL); is it running?" >&2
+  exit 1
+}
+"$BIN/bazaar-catalog" migrate
+"$BIN/bazaar-catalog" seed
 
 pids=()
 stop() {
-  trap - INT TERM EXIT
+  trap - INT TERM HUP EXIT
   for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
   wait || true
 }
-trap stop INT TERM EXIT
+trap stop INT TERM HUP EXIT
 
 mkdir -p .run
-run bazaar-catalog serve >.run/catalog.log 2>&1 &
+# The service binary itself is the child, so its PID is the one to signal.
+"$BIN/bazaar-catalog" serve >.run/catalog.log 2>&1 &
 pids+=($!)
 
-for _ in $(seq 1 60); do
-  curl -fsS "http://${CATALOG_HOST}:${CATALOG_PORT}/readyz" >/dev/null 2>&1 && break
-  sleep 0.5
-done
-curl -fsS "http://${CATALOG_HOST}:${CATALOG_PORT}/readyz" >/dev/null || {
-  echo "error: catalog did not become ready; see .run/catalog.log" >&2
-  exit 1
-}
+catalog=$(address_of catalog)
+wait_ready catalog "$catalog"
 
 cat <<TXT
 
 Bazaar is up.
-  catalog   http://${CATALOG_HOST}:${CATALOG_PORT}   try: curl http://localhost:${CATALOG_PORT}/v1/products
+  catalog   http://${catalog}   try: curl http://${catalog}/v1/products
   logs      .run/*.log (JSON lines)
 Press Ctrl-C to stop.
 TXT

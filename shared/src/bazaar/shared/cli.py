@@ -17,7 +17,7 @@ from fastapi import FastAPI
 from bazaar.shared import migrations
 from bazaar.shared.dbadmin import ensure_database
 from bazaar.shared.logging import configure_logging
-from bazaar.shared.settings import ServiceSettings
+from bazaar.shared.settings import ServiceSettings, settings_dump
 
 #: Seconds in-flight requests get to finish after SIGTERM before the server exits.
 GRACEFUL_SHUTDOWN_SECONDS = 20
@@ -54,6 +54,7 @@ def _parser(name: str) -> argparse.ArgumentParser:
     rev = sub.add_parser("revision", help="create a new date-prefixed migration file")
     rev.add_argument("-m", "--message", required=True)
     sub.add_parser("current", help="print the database's current revision")
+    sub.add_parser("settings", help="print the effective settings as JSON (secrets masked)")
     sub.add_parser("seed", help="load the demo data (idempotent)")
     sub.add_parser("serve", help="serve HTTP until SIGTERM/SIGINT")
     doc = sub.add_parser("openapi", help="print the OpenAPI document")
@@ -81,6 +82,8 @@ def run(commands: ServiceCommands, argv: Sequence[str] | None = None) -> int:
             migrations.revision(where, url, args.message)
         case "current":
             migrations.current(where, url)
+        case "settings":
+            _say(json.dumps(settings_dump(settings), default=str, sort_keys=True))
         case "seed":
             if commands.seed is None:
                 _say(f"{commands.name}: no demo data")
