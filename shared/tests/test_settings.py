@@ -105,6 +105,24 @@ def test_production_accepts_a_database_password_given_in_the_query() -> None:
     assert build(**{**PRODUCTION_VALUES, "database_url": url}).dsn() == url
 
 
+@pytest.fixture(autouse=True)
+def _no_libpq_credentials_in_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Whether a URL lacks a credential depends on these; a developer's shell may set them.
+    for name in ("PGPASSWORD", "PGPASSFILE"):
+        monkeypatch.delenv(name, raising=False)
+
+
+def test_production_accepts_a_passwordless_url_when_libpq_has_the_credential(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    url = "postgresql://bazaar@db.internal:5432/widgets"
+    monkeypatch.setenv("PGPASSWORD", PRODUCTION_PASSWORD)
+    assert build(**{**PRODUCTION_VALUES, "database_url": url}).dsn() == url
+    monkeypatch.delenv("PGPASSWORD")
+    cert = url + "?sslmode=verify-full&sslcert=/var/run/secrets/db/tls.crt"
+    assert build(**{**PRODUCTION_VALUES, "database_url": cert}).dsn() == cert
+
+
 @pytest.mark.parametrize(
     ("override", "named"),
     [

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any, ClassVar, Literal, Self
 
 from pydantic import Field, SecretStr, model_validator
@@ -99,15 +100,21 @@ def _is_development_secret(value: SecretStr) -> bool:
     lowered = raw.lower()
     if any(marker in lowered for marker in DEVELOPMENT_SECRET_MARKERS):
         return True
-    # A database URL without a password only works with trust auth: a local development setup.
-    return lowered.startswith("postgres") and _url_has_no_password(raw)
+    # A database URL with no credential of any kind only works with trust auth: a local setup.
+    return lowered.startswith("postgres") and not _url_has_credentials(raw)
 
 
-def _url_has_no_password(url: str) -> bool:
-    from urllib.parse import urlsplit
+def _url_has_credentials(url: str) -> bool:
+    """A password in the URL, libpq's password/cert options, or PGPASSWORD/PGPASSFILE."""
+    from urllib.parse import parse_qs, urlsplit
 
     parts = urlsplit(url)
-    return parts.password is None and "password=" not in parts.query
+    options = parse_qs(parts.query)
+    return (
+        parts.password is not None
+        or any(k in options for k in ("password", "passfile", "sslcert"))
+        or any(os.environ.get(k) for k in ("PGPASSWORD", "PGPASSFILE"))
+    )
 
 
 def _is_cluster_local(url: str) -> bool:
