@@ -9,7 +9,7 @@ from typing import Any
 import asyncpg
 import pytest
 
-from bazaar.catalog.adapters.products import ProductFilter, ProductRepository
+from bazaar.catalog.adapters.products import ProductRepository
 from bazaar.catalog.adapters.uow import SqlUnitOfWork
 from bazaar.catalog.domain.errors import (
     DuplicateSku,
@@ -18,7 +18,7 @@ from bazaar.catalog.domain.errors import (
     ProductNotFound,
     ReservationNotFound,
 )
-from bazaar.catalog.domain.model import NewProduct, RequestedLine
+from bazaar.catalog.domain.model import NewProduct, ProductFilter, RequestedLine
 from bazaar.catalog.service import products as product_use
 from bazaar.catalog.service import reservations as reservation_use
 

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from uuid import UUID
 
 import asyncpg
 
 from bazaar.catalog.domain.errors import DuplicateSku
-from bazaar.catalog.domain.model import NewProduct, Product
+from bazaar.catalog.domain.model import NewProduct, Product, ProductFilter
 
 _COLUMNS = (
     "id, sku, name, description, price_cents, currency, stock, version, created_at, updated_at"
@@ -72,16 +71,6 @@ SET stock = p.stock + d.delta, version = p.version + 1, updated_at = now()
 FROM unnest($1::uuid[], $2::integer[]) AS d(product_id, delta)
 WHERE p.id = d.product_id
 """
-
-
-@dataclass(frozen=True, slots=True)
-class ProductFilter:
-    """The list filters of `GET /v1/products`."""
-
-    q: str | None = None
-    min_price_cents: int | None = None
-    max_price_cents: int | None = None
-    in_stock: bool | None = None
 
 
 def _product(row: asyncpg.Record) -> Product:

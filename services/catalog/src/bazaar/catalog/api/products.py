@@ -10,11 +10,10 @@ import asyncpg
 from fastapi import APIRouter, Body, Header, Query, Request, Response
 from fastapi.responses import JSONResponse
 
-from bazaar.catalog.adapters.products import ProductFilter
 from bazaar.catalog.adapters.uow import SqlUnitOfWork
 from bazaar.catalog.api.deps import Writer
 from bazaar.catalog.api.schemas import ProductCreate, ProductRead, ProductUpdate
-from bazaar.catalog.domain.model import NewProduct, Product
+from bazaar.catalog.domain.model import NewProduct, Product, ProductFilter
 from bazaar.catalog.service import products as use
 from bazaar.shared.deps import Db, Idempotency
 from bazaar.shared.etag import check_if_match, if_none_match_matches, strong_etag

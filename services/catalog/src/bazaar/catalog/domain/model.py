@@ -45,6 +45,16 @@ class Product:
     updated_at: datetime
 
 
+@dataclass(frozen=True, slots=True)
+class ProductFilter:
+    """Which products a listing shows."""
+
+    q: str | None = None
+    min_price_cents: int | None = None
+    max_price_cents: int | None = None
+    in_stock: bool | None = None
+
+
 def new_product_id() -> UUID:
     """A fresh product id."""
     return uuid.uuid4()

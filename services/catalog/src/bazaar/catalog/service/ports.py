@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Any, Protocol
 from uuid import UUID
 
-from bazaar.catalog.domain.model import NewProduct, Product, Reservation
+from bazaar.catalog.domain.model import NewProduct, Product, ProductFilter, Reservation
 
 
 class Products(Protocol):
@@ -17,7 +17,7 @@ class Products(Protocol):
     async def get(self, product_id: UUID, *, for_update: bool = False) -> Product | None: ...
     async def sku_exists(self, sku: str) -> bool: ...
     async def list(
-        self, filters: Any, *, limit: int, after: tuple[datetime, UUID] | None
+        self, filters: ProductFilter, *, limit: int, after: tuple[datetime, UUID] | None
     ) -> list[Product]: ...
     async def update(self, product: Product) -> Product: ...
     async def delete(self, product_id: UUID) -> Product | None: ...

@@ -9,7 +9,13 @@ from typing import Any
 from uuid import UUID
 
 from bazaar.catalog.domain.errors import ProductNotFound
-from bazaar.catalog.domain.model import NewProduct, Product, apply_patch, new_product_id
+from bazaar.catalog.domain.model import (
+    NewProduct,
+    Product,
+    ProductFilter,
+    apply_patch,
+    new_product_id,
+)
 from bazaar.catalog.service.ports import UnitOfWork
 
 #: Checks a precondition against the product's current state (raises to refuse).
@@ -39,7 +45,7 @@ async def get_product(product_id: UUID, *, uow: UnitOfWork) -> Product:
 
 
 async def list_products(
-    filters: Any, *, limit: int, after: tuple[datetime, UUID] | None, uow: UnitOfWork
+    filters: ProductFilter, *, limit: int, after: tuple[datetime, UUID] | None, uow: UnitOfWork
 ) -> list[Product]:
     """Up to `limit` live products newest first, after a keyset position."""
     return await uow.products.list(filters, limit=limit, after=after)
