@@ -8,6 +8,7 @@ import logging
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
+import httpx
 from fastapi import APIRouter, FastAPI
 
 from bazaar.shared.auth import TokenVerifier
@@ -61,8 +62,13 @@ def create_service_app(
     routers: Sequence[APIRouter],
     error_map: ErrorMap,
     lifespan: ServiceLifespan | None = None,
+    jwks_client: Callable[[FastAPI], httpx.AsyncClient] | None = None,
 ) -> FastAPI:
-    """Build an app with the shared behaviour; `lifespan` adds the service's own resources."""
+    """Build an app with the shared behaviour; `lifespan` adds the service's own resources.
+
+    `jwks_client` lets a service fetch the JWKS another way than over the network (auth
+    reads its own keys through its own app, in-process).
+    """
     provider = setup_tracing(
         settings.service_name, settings.version, settings.otel_exporter_otlp_endpoint
     )
@@ -70,7 +76,8 @@ def create_service_app(
     @asynccontextmanager
     async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         db = database_for(settings)
-        verifier = TokenVerifier(settings.verifier_settings())
+        http = jwks_client(app) if jwks_client is not None else None
+        verifier = TokenVerifier(settings.verifier_settings(), client=http)
         store = IdempotencyStore(db)
         app.state.db = db
         app.state.token_verifier = verifier
@@ -92,6 +99,8 @@ def create_service_app(
                     await purge
             await store.drain()
             await verifier.aclose()
+            if http is not None:
+                await http.aclose()
             await db.close()
 
     app = FastAPI(

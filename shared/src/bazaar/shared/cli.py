@@ -24,6 +24,16 @@ GRACEFUL_SHUTDOWN_SECONDS = 20
 
 
 @dataclass(frozen=True)
+class ExtraCommand:
+    """A service's own command: its arguments, and what it does with settings and arguments."""
+
+    name: str
+    help: str
+    run: Callable[[Any, argparse.Namespace], int]
+    configure: Callable[[argparse.ArgumentParser], None] = lambda _parser: None
+
+
+@dataclass(frozen=True)
 class ServiceCommands:
     """What a service plugs into the shared command line."""
 
@@ -32,6 +42,7 @@ class ServiceCommands:
     app: Callable[[Any], FastAPI]
     migrations_dir: Path
     seed: Callable[[Any], Coroutine[Any, Any, int]] | None = None
+    extra: Sequence[ExtraCommand] = ()
 
 
 def _say(line: str) -> None:
@@ -43,7 +54,7 @@ def openapi_document(app: FastAPI) -> str:
     return json.dumps(app.openapi(), indent=2, sort_keys=True, ensure_ascii=False) + "\n"
 
 
-def _parser(name: str) -> argparse.ArgumentParser:
+def _parser(name: str, extra: Sequence[ExtraCommand]) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=f"bazaar-{name}", description=f"Bazaar {name} service")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("create-db", help="create the service's database if it is missing")
@@ -59,15 +70,20 @@ def _parser(name: str) -> argparse.ArgumentParser:
     sub.add_parser("serve", help="serve HTTP until SIGTERM/SIGINT")
     doc = sub.add_parser("openapi", help="print the OpenAPI document")
     doc.add_argument("--output", type=Path, help="write to this file instead of stdout")
+    for command in extra:
+        command.configure(sub.add_parser(command.name, help=command.help))
     return parser
 
 
 def run(commands: ServiceCommands, argv: Sequence[str] | None = None) -> int:
     """Parse `argv` and run one command; returns the exit status."""
-    args = _parser(commands.name).parse_args(argv)
+    args = _parser(commands.name, commands.extra).parse_args(argv)
     settings = commands.settings()
     url = settings.dsn()
     where = commands.migrations_dir
+    for command in commands.extra:
+        if args.command == command.name:
+            return command.run(settings, args)
     match args.command:
         case "create-db":
             created = asyncio.run(ensure_database(url))

@@ -72,7 +72,7 @@ class ServiceSettings(BaseSettings):
         """Name every setting that must not reach production as it is."""
         bad: list[str] = []
         for name, value in self:
-            if isinstance(value, SecretStr) and _is_development_secret(value):
+            if isinstance(value, SecretStr) and is_development_secret(value):
                 bad.append(name)
         if not self.jwt_jwks_url.startswith("https://") and not _is_cluster_local(
             self.jwt_jwks_url
@@ -95,7 +95,8 @@ class ServiceSettings(BaseSettings):
         return self.database_url.get_secret_value()
 
 
-def _is_development_secret(value: SecretStr) -> bool:
+def is_development_secret(value: SecretStr) -> bool:
+    """Whether a secret is a development placeholder (or a credential-less database URL)."""
     raw = value.get_secret_value()
     lowered = raw.lower()
     if any(marker in lowered for marker in DEVELOPMENT_SECRET_MARKERS):

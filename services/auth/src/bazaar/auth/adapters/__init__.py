@@ -1,0 +1,1 @@
+"""Auth adapters: SQL repositories, password hashing, the key ring, the unit of work."""

@@ -1,0 +1,134 @@
+"""SQL for service clients, refresh tokens and login throttling."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime, timedelta
+from uuid import UUID
+
+import asyncpg
+
+from bazaar.auth.domain.model import RefreshToken, ServiceClient
+from bazaar.auth.domain.throttle import FAILURE_MEMORY
+
+SELECT_CLIENT = "SELECT client_id, secret_hash, scopes FROM service_client WHERE client_id = $1"
+
+UPSERT_CLIENT = """
+INSERT INTO service_client (client_id, secret_hash, scopes) VALUES ($1, $2, $3)
+ON CONFLICT (client_id) DO UPDATE
+SET secret_hash = EXCLUDED.secret_hash, scopes = EXCLUDED.scopes, updated_at = now()
+WHERE service_client.secret_hash <> EXCLUDED.secret_hash
+   OR service_client.scopes <> EXCLUDED.scopes
+"""
+
+INSERT_REFRESH = """
+INSERT INTO refresh_token (id, token_hash, family_id, user_id, client_id, scope, expires_at)
+VALUES ($1, $2, $3, $4, $5, $6, now() + $7::interval)
+"""
+
+_REFRESH_COLUMNS = "id, family_id, user_id, client_id, scope, expires_at, used_at, revoked_at"
+
+SELECT_REFRESH_FOR_UPDATE = (
+    f"SELECT {_REFRESH_COLUMNS} FROM refresh_token WHERE token_hash = $1 FOR UPDATE"
+)
+
+MARK_REFRESH_USED = "UPDATE refresh_token SET used_at = now() WHERE id = $1"
+
+REVOKE_FAMILY = """
+UPDATE refresh_token SET revoked_at = now() WHERE family_id = $1 AND revoked_at IS NULL
+"""
+
+SELECT_BLOCKED_UNTIL = "SELECT blocked_until FROM login_throttle WHERE email_key = $1"
+
+# Failures older than the memory window start the count again.
+RECORD_FAILURE = """
+INSERT INTO login_throttle (email_key, failures, last_failed_at) VALUES ($1, 1, now())
+ON CONFLICT (email_key) DO UPDATE
+SET failures = CASE WHEN login_throttle.last_failed_at < now() - $2::interval THEN 1
+                    ELSE login_throttle.failures + 1 END,
+    last_failed_at = now()
+RETURNING failures
+"""
+
+BLOCK_UNTIL = "UPDATE login_throttle SET blocked_until = now() + $2::interval WHERE email_key = $1"
+
+CLEAR_FAILURES = "DELETE FROM login_throttle WHERE email_key = $1"
+
+
+class ClientRepository:
+    """Service clients."""
+
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self.conn = conn
+
+    async def get(self, client_id: str) -> ServiceClient | None:
+        """The client with this id."""
+        row = await self.conn.fetchrow(SELECT_CLIENT, client_id)
+        if row is None:
+            return None
+        return ServiceClient(row["client_id"], row["secret_hash"], frozenset(row["scopes"]))
+
+    async def put(self, client_id: str, secret_hash: str, scopes: Iterable[str]) -> None:
+        """Create the client, or bring its secret and scopes in line with the settings."""
+        await self.conn.execute(UPSERT_CLIENT, client_id, secret_hash, sorted(scopes))
+
+
+class RefreshTokenRepository:
+    """Refresh tokens, stored only as digests."""
+
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self.conn = conn
+
+    async def add(
+        self,
+        token_id: UUID,
+        digest: bytes,
+        *,
+        family_id: UUID,
+        user_id: UUID,
+        client_id: str,
+        scope: str,
+        lifetime: timedelta,
+    ) -> None:
+        """Store a new token of a family."""
+        await self.conn.execute(
+            INSERT_REFRESH, token_id, digest, family_id, user_id, client_id, scope, lifetime
+        )
+
+    async def get_for_update(self, digest: bytes) -> RefreshToken | None:
+        """The token with this digest, locked so two uses of it are serialised."""
+        row = await self.conn.fetchrow(SELECT_REFRESH_FOR_UPDATE, digest)
+        return RefreshToken(**dict(row)) if row else None
+
+    async def mark_used(self, token_id: UUID) -> None:
+        """Spend a token (it was exchanged for its successor)."""
+        await self.conn.execute(MARK_REFRESH_USED, token_id)
+
+    async def revoke_family(self, family_id: UUID) -> None:
+        """Revoke every token of a family, the newest included."""
+        await self.conn.execute(REVOKE_FAMILY, family_id)
+
+
+class LoginThrottle:
+    """Consecutive failed logins per account (known or not: the table cannot tell)."""
+
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self.conn = conn
+
+    async def blocked_until(self, email_key: str) -> datetime | None:
+        """Until when logins of this account are refused, if they are."""
+        value: datetime | None = await self.conn.fetchval(SELECT_BLOCKED_UNTIL, email_key)
+        return value
+
+    async def record_failure(self, email_key: str) -> int:
+        """Count one more failure; return the consecutive failures so far."""
+        failures: int = await self.conn.fetchval(RECORD_FAILURE, email_key, FAILURE_MEMORY)
+        return failures
+
+    async def block(self, email_key: str, wait: timedelta) -> None:
+        """Refuse logins of this account for `wait`."""
+        await self.conn.execute(BLOCK_UNTIL, email_key, wait)
+
+    async def clear(self, email_key: str) -> None:
+        """Forget the failures (after a successful login)."""
+        await self.conn.execute(CLEAR_FAILURES, email_key)

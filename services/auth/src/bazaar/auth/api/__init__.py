@@ -1,0 +1,1 @@
+"""Auth HTTP API: users, the token and revocation endpoints, discovery documents."""

@@ -1,0 +1,1 @@
+"""Auth use cases: registration, user administration, and the token grants."""
