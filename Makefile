@@ -35,12 +35,13 @@ typecheck: deps ## mypy --strict on every src/ tree
 pytest: deps ## every test: unit, integration (real PostgreSQL), contract, system
 	$(UV) run --locked pytest $(PYTEST_ARGS)
 
+SERVICES := auth catalog
+
 contracts: deps ## regenerate the committed OpenAPI documents
-	$(UV) run --locked bazaar-catalog openapi --output contracts/openapi/catalog.json
+	@for s in $(SERVICES); do $(UV) run --locked bazaar-$$s openapi --output contracts/openapi/$$s.json; done
 
 db: deps ## create and migrate the databases (no seed, no serve)
-	$(UV) run --locked bazaar-catalog create-db
-	$(UV) run --locked bazaar-catalog migrate
+	@for s in $(SERVICES); do $(UV) run --locked bazaar-$$s create-db && $(UV) run --locked bazaar-$$s migrate; done
 
 clean: ## remove the virtual environments and caches
 	rm -rf .venv .tools .mypy_cache .ruff_cache

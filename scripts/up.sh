@@ -6,6 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 BIN=.venv/bin   # `make deps` has synced it
+SERVICES=(auth catalog)
 
 # host:port a service will listen on, from its own effective settings.
 address_of() {
@@ -26,12 +27,15 @@ sys.exit(f"error: {name} did not become ready; see .run/{name}.log")
 PY
 }
 
-echo "== catalog: database, migrations, demo data"
-"$BIN/bazaar-catalog" create-db || {
-  echo "error: cannot reach the catalog's PostgreSQL (CATALOG_DATABASE_URL); is it running?" >&2
-  exit 1
-}
-"$BIN/bazaar-catalog" migrate
+for name in "${SERVICES[@]}"; do
+  echo "== $name: database and migrations"
+  "$BIN/bazaar-$name" create-db || {
+    echo "error: cannot reach $name's PostgreSQL (${name^^}_DATABASE_URL); is it running?" >&2
+    exit 1
+  }
+  "$BIN/bazaar-$name" migrate
+done
+echo "== catalog: demo data"
 "$BIN/bazaar-catalog" seed
 
 pids=()
@@ -43,17 +47,24 @@ stop() {
 trap stop INT TERM HUP EXIT
 
 mkdir -p .run
-# The service binary itself is the child, so its PID is the one to signal.
-"$BIN/bazaar-catalog" serve >.run/catalog.log 2>&1 &
-pids+=($!)
+declare -A address
+for name in "${SERVICES[@]}"; do
+  # The service binary itself is the child, so its PID is the one to signal.
+  "$BIN/bazaar-$name" serve >".run/$name.log" 2>&1 &
+  pids+=($!)
+  address[$name]=$(address_of "$name")
+done
+for name in "${SERVICES[@]}"; do wait_ready "$name" "${address[$name]}"; done
 
-catalog=$(address_of catalog)
-wait_ready catalog "$catalog"
+read -r admin_email admin_password < <("$BIN/bazaar-auth" dev-login 2>/dev/null || echo "(see AUTH_ADMIN_EMAIL) (see AUTH_ADMIN_PASSWORD)")
 
 cat <<TXT
 
 Bazaar is up.
-  catalog   http://${catalog}   try: curl http://${catalog}/v1/products
+  auth      http://${address[auth]}      JWKS: /.well-known/jwks.json
+  catalog   http://${address[catalog]}   try: curl http://${address[catalog]}/v1/products
+  admin     ${admin_email} / ${admin_password}
+            curl -d grant_type=password -d username=${admin_email} -d password=${admin_password} http://${address[auth]}/v1/auth/token
   logs      .run/*.log (JSON lines)
 Press Ctrl-C to stop.
 TXT
