@@ -1,0 +1,24 @@
+"""System-test fixtures: the databases of every service, migrated once per run."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest_asyncio
+
+from bazaar.auth.cli import MIGRATIONS_DIR as AUTH_MIGRATIONS
+from bazaar.catalog.cli import MIGRATIONS_DIR as CATALOG_MIGRATIONS
+from bazaar.shared import migrations
+from bazaar.shared.testing.postgres import DatabaseFactory
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def system_databases(database_factory: DatabaseFactory) -> dict[str, str]:
+    """A migrated database per service for the system tests of this run."""
+    urls = {
+        "auth": await database_factory.create("system_auth"),
+        "catalog": await database_factory.create("system_catalog"),
+    }
+    await asyncio.to_thread(migrations.upgrade, AUTH_MIGRATIONS, urls["auth"])
+    await asyncio.to_thread(migrations.upgrade, CATALOG_MIGRATIONS, urls["catalog"])
+    return urls
