@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import datetime, timedelta
+from datetime import timedelta
 from uuid import UUID
 
 import asyncpg
@@ -38,19 +38,17 @@ REVOKE_FAMILY = """
 UPDATE refresh_token SET revoked_at = now() WHERE family_id = $1 AND revoked_at IS NULL
 """
 
-SELECT_BLOCKED_UNTIL = "SELECT blocked_until FROM login_throttle WHERE email_key = $1"
-
-# Failures older than the memory window start the count again.
-RECORD_FAILURE = """
-INSERT INTO login_throttle (email_key, failures, last_failed_at) VALUES ($1, 1, now())
+# Every attempt counts until it succeeds; attempts older than the memory window start the
+# count again. RETURNING gives the block as it was before this attempt.
+RECORD_ATTEMPT = """
+INSERT INTO login_throttle AS t (email_key, failures, last_failed_at) VALUES ($1, 1, now())
 ON CONFLICT (email_key) DO UPDATE
-SET failures = CASE WHEN login_throttle.last_failed_at < now() - $2::interval THEN 1
-                    ELSE login_throttle.failures + 1 END,
+SET failures = CASE WHEN t.last_failed_at < now() - $2::interval THEN 1 ELSE t.failures + 1 END,
     last_failed_at = now()
-RETURNING failures
+RETURNING failures, blocked_until > now() AS blocked
 """
 
-BLOCK_UNTIL = "UPDATE login_throttle SET blocked_until = now() + $2::interval WHERE email_key = $1"
+BLOCK_FOR = "UPDATE login_throttle SET blocked_until = now() + $2::interval WHERE email_key = $1"
 
 CLEAR_FAILURES = "DELETE FROM login_throttle WHERE email_key = $1"
 
@@ -110,24 +108,19 @@ class RefreshTokenRepository:
 
 
 class LoginThrottle:
-    """Consecutive failed logins per account (known or not: the table cannot tell)."""
+    """Login attempts per account since its last success (known or not: it cannot tell)."""
 
     def __init__(self, conn: asyncpg.Connection) -> None:
         self.conn = conn
 
-    async def blocked_until(self, email_key: str) -> datetime | None:
-        """Until when logins of this account are refused, if they are."""
-        value: datetime | None = await self.conn.fetchval(SELECT_BLOCKED_UNTIL, email_key)
-        return value
-
-    async def record_failure(self, email_key: str) -> int:
-        """Count one more failure; return the consecutive failures so far."""
-        failures: int = await self.conn.fetchval(RECORD_FAILURE, email_key, FAILURE_MEMORY)
-        return failures
+    async def record_attempt(self, email_key: str) -> tuple[int, bool]:
+        """Count one more attempt; return the attempts so far and whether a block was on."""
+        row = await self.conn.fetchrow(RECORD_ATTEMPT, email_key, FAILURE_MEMORY)
+        return int(row["failures"]), bool(row["blocked"])
 
     async def block(self, email_key: str, wait: timedelta) -> None:
-        """Refuse logins of this account for `wait`."""
-        await self.conn.execute(BLOCK_UNTIL, email_key, wait)
+        """Refuse logins of this account for `wait` from now."""
+        await self.conn.execute(BLOCK_FOR, email_key, wait)
 
     async def clear(self, email_key: str) -> None:
         """Forget the failures (after a successful login)."""

@@ -48,6 +48,8 @@ async def _parameters(request: Request) -> dict[str, str]:
         values = form.getlist(name)
         if len(values) != 1 or not isinstance(values[0], str):
             raise InvalidRequest(f"The parameter '{name}' must be sent once.")
+        if "\x00" in values[0] or "\x00" in name:
+            raise InvalidRequest(f"The parameter '{name}' holds a NUL character.")
         params[name] = values[0]
     return params
 

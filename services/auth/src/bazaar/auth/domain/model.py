@@ -13,6 +13,7 @@ from uuid import UUID
 #: A pragmatic address check: one @, no spaces, a dot in the domain (RFC 5321 lengths).
 _EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]+$")
 MIN_PASSWORD, MAX_PASSWORD = 12, 128
+MAX_EMAIL = 254
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,7 +67,7 @@ class RefreshToken:
 
 def is_valid_email(email: str) -> bool:
     """Whether the address is plausible (deliverability is not checked)."""
-    return len(email) <= 254 and _EMAIL.match(email) is not None
+    return len(email) <= MAX_EMAIL and _EMAIL.fullmatch(email) is not None
 
 
 def email_key(email: str) -> str:

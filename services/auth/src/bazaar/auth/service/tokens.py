@@ -10,6 +10,7 @@ from uuid import UUID
 
 from bazaar.auth.domain.errors import InvalidClient, InvalidGrant
 from bazaar.auth.domain.model import (
+    MAX_EMAIL,
     email_key,
     new_refresh_token,
     secret_matches,
@@ -91,25 +92,31 @@ async def password_grant(
     signer: Signer,
     policy: TokenPolicy,
 ) -> IssuedTokens:
-    """Log a user in; unknown user, wrong password and a throttled account answer alike."""
+    """Log a user in; unknown user, wrong password and a throttled account answer alike.
+
+    Each attempt is counted before the password is checked, in one atomic statement, so
+    parallel guesses cannot all slip past the threshold: after it, an attempt is checked
+    only once the previous block has passed, and each allowed attempt blocks the next.
+    """
     key = email_key(username)
+    if len(key) > MAX_EMAIL:
+        raise InvalidGrant(_BAD_CREDENTIALS)  # no account can have it; nothing to count
     async with uows() as uow:
-        blocked_until = await uow.throttle.blocked_until(key)
-        user = await uow.users.get_by_email(username)
-    if blocked_until is not None and blocked_until > datetime.now(UTC):
-        raise InvalidGrant(_BAD_CREDENTIALS)
-    # Verified outside any transaction: hashing takes tens of milliseconds.
-    matches = await passwords.verify(user.password_hash if user else None, password)
-    if user is None or not matches:
-        async with uows() as uow:
-            failures = await uow.throttle.record_failure(key)
+        attempts, blocked = await uow.throttle.record_attempt(key)
+        if not blocked:
             wait = wait_after(
-                failures,
+                attempts,
                 threshold=policy.failures_before_delay,
                 max_seconds=policy.max_delay_seconds,
             )
             if wait is not None:
                 await uow.throttle.block(key, wait)
+        user = None if blocked else await uow.users.get_by_email(username)
+    if blocked:
+        raise InvalidGrant(_BAD_CREDENTIALS)
+    # Verified outside any transaction: hashing takes tens of milliseconds.
+    matches = await passwords.verify(user.password_hash if user else None, password)
+    if user is None or not matches:
         raise InvalidGrant(_BAD_CREDENTIALS)
     granted = narrow(parse_scope(requested), scopes_for_roles(user.roles))
     new_hash = (
