@@ -328,7 +328,7 @@ async def test_a_parameter_sent_twice_answers_400_invalid_request(
     expect_oauth_error(response, 400, "invalid_request")
 
 
-@pytest.mark.parametrize("client_id", ["orders", "bazaar-mobile", "", "BAZAAR-WEB"])
+@pytest.mark.parametrize("client_id", ["orders", "bazaar-mobile", "BAZAAR-WEB"])
 async def test_a_client_id_other_than_bazaar_web_answers_401_invalid_client(
     register: Callable[..., Awaitable[dict[str, Any]]],
     login: Login,
@@ -378,3 +378,20 @@ async def test_odd_characters_in_a_login_answer_in_rfc_6749_form_never_500(
     assert response.status_code == 400, response.text
     assert response.headers["content-type"] == "application/json"
     assert response.json()["error"] in {"invalid_request", "invalid_grant", "invalid_scope"}
+
+
+async def test_an_empty_client_id_counts_as_omitted(
+    client: httpx.AsyncClient, register: Any
+) -> None:
+    # RFC 6749 §3.2: a parameter sent without a value is treated as if it were omitted.
+    await register(email="empty@example.com", password="correct horse battery")
+    response = await client.post(
+        "/v1/auth/token",
+        data={
+            "grant_type": "password",
+            "username": "empty@example.com",
+            "password": "correct horse battery",
+            "client_id": "",
+        },
+    )
+    assert response.status_code == 200, response.text

@@ -177,12 +177,8 @@ async def test_the_openid_configuration_names_the_endpoints_grants_and_scopes(
             "client_secret_post",
             "none",
         ],
-        "revocation_endpoint_auth_methods_supported": [
-            "client_secret_basic",
-            "client_secret_post",
-            "none",
-        ],
-        "response_types_supported": ["token"],
+        # Revocation is public; no authorization endpoint, so no response types.
+        "revocation_endpoint_auth_methods_supported": ["none"],
         "subject_types_supported": ["public"],
     }
     assert set(ALL_SCOPES) == {

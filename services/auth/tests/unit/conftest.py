@@ -80,6 +80,11 @@ class FakeClients:
     async def put(self, client_id: str, secret_hash: str, scopes: Iterable[str]) -> None:
         self.state.clients[client_id] = ServiceClient(client_id, secret_hash, frozenset(scopes))
 
+    async def remove_all_but(self, client_ids: Iterable[str]) -> None:
+        keep = set(client_ids)
+        for client_id in [c for c in self.state.clients if c not in keep]:
+            del self.state.clients[client_id]
+
 
 class FakeRefreshTokens:
     def __init__(self, state: State) -> None:
@@ -99,6 +104,12 @@ class FakeRefreshTokens:
         self.state.refresh[digest] = RefreshToken(
             token_id, family_id, user_id, client_id, scope, _now() + lifetime, None, None
         )
+
+    async def find(self, digest: bytes) -> RefreshToken | None:
+        return self.state.refresh.get(digest)
+
+    async def lock_family(self, family_id: UUID) -> None:
+        return None
 
     async def get_for_update(self, digest: bytes) -> RefreshToken | None:
         return self.state.refresh.get(digest)
@@ -120,8 +131,10 @@ class FakeThrottle:
 
     async def record_attempt(self, email_key: str) -> tuple[int, bool]:
         attempts, blocked_until = self.state.throttle.get(email_key, (0, None))
+        if blocked_until is not None and blocked_until > _now():
+            return attempts, True  # refused attempts are not counted
         self.state.throttle[email_key] = (attempts + 1, blocked_until)
-        return attempts + 1, blocked_until is not None and blocked_until > _now()
+        return attempts + 1, False
 
     async def block(self, email_key: str, wait: timedelta) -> None:
         failures, _ = self.state.throttle[email_key]

@@ -103,8 +103,8 @@ async def test_reaching_the_threshold_blocks_even_the_right_password(
 
     assert signer.signed == []
     attempts, blocked_until = uows.state.throttle["ada@example.com"]
-    # Every attempt since the last success counts, the refused one included.
-    assert attempts == policy.failures_before_delay + 1
+    # The refused attempt is not counted: hammering a blocked account cannot lengthen it.
+    assert attempts == policy.failures_before_delay
     assert blocked_until is not None and blocked_until > datetime.now(UTC)
 
 
@@ -219,7 +219,7 @@ async def test_a_refresh_for_a_demoted_user_grants_only_their_current_scopes(
 async def test_client_credentials_issue_a_service_token_without_refresh(
     uows: FakeUnitsOfWork, signer: FakeSigner, policy: TokenPolicy
 ) -> None:
-    await use.configure_client("orders", "s3cret", ("catalog:reserve",), uows=uows)
+    await use.configure_clients([("orders", "s3cret", ("catalog:reserve",))], uows=uows)
 
     issued = await use.client_credentials_grant(
         "orders", "s3cret", None, uows=uows, signer=signer, policy=policy
@@ -239,7 +239,7 @@ async def test_client_credentials_issue_a_service_token_without_refresh(
 async def test_bad_client_credentials_are_invalid_client(
     uows: FakeUnitsOfWork, signer: FakeSigner, policy: TokenPolicy, client_id: str, secret: str
 ) -> None:
-    await use.configure_client("orders", "s3cret", ("catalog:reserve",), uows=uows)
+    await use.configure_clients([("orders", "s3cret", ("catalog:reserve",))], uows=uows)
 
     with pytest.raises(InvalidClient):
         await use.client_credentials_grant(
@@ -261,3 +261,14 @@ async def test_revoking_an_unknown_token_is_silent_and_a_known_one_kills_its_fam
     await use.revoke(issued.refresh_token, uows=uows)
 
     assert uows.state.refresh[token_digest(issued.refresh_token)].revoked_at is not None
+
+
+async def test_configuring_clients_removes_those_no_longer_configured(
+    uows: FakeUnitsOfWork,
+) -> None:
+    await use.configure_clients(
+        [("orders", "s3cret", ("catalog:reserve",)), ("old", "x" * 20, ())], uows=uows
+    )
+    await use.configure_clients([("orders", "s3cret", ("catalog:reserve",))], uows=uows)
+
+    assert set(uows.state.clients) == {"orders"}

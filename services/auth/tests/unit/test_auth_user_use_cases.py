@@ -81,12 +81,20 @@ async def test_changing_the_roles_of_nobody_is_user_not_found(uows: FakeUnitsOfW
         await use.set_roles(uuid.uuid4(), ["admin"], uows=uows)
 
 
-@pytest.mark.parametrize("subject", ["orders", str(uuid.uuid4())])
+@pytest.mark.parametrize(
+    ("subject", "client_id"),
+    [
+        ("orders", "orders"),
+        (str(uuid.uuid4()), "bazaar-web"),
+        # A service client whose id looks like a user id is still not a user.
+        (str(uuid.uuid4()), str(uuid.uuid4())),
+    ],
+)
 async def test_a_subject_that_is_no_stored_user_is_not_a_user(
-    uows: FakeUnitsOfWork, subject: str
+    uows: FakeUnitsOfWork, subject: str, client_id: str
 ) -> None:
     with pytest.raises(NotAUser):
-        await use.current_user(subject, uows=uows)
+        await use.current_user(subject, client_id, public_client_id="bazaar-web", uows=uows)
 
 
 async def test_the_current_user_is_found_by_the_token_subject(
@@ -94,4 +102,7 @@ async def test_the_current_user_is_found_by_the_token_subject(
 ) -> None:
     user = await use.register_user(ADA, PASSWORD, uows=uows, passwords=passwords)
 
-    assert await use.current_user(str(user.id), uows=uows) == user
+    found = await use.current_user(
+        str(user.id), "bazaar-web", public_client_id="bazaar-web", uows=uows
+    )
+    assert found == user

@@ -16,7 +16,7 @@ from bazaar.auth.api import token, users, wellknown
 from bazaar.auth.api.errors import ERROR_MAP, oauth_error_response
 from bazaar.auth.config import AuthSettings
 from bazaar.auth.domain.errors import OAuthError
-from bazaar.auth.service.tokens import TokenPolicy, configure_client
+from bazaar.auth.service.tokens import TokenPolicy, configure_clients
 from bazaar.auth.service.users import ensure_admin
 from bazaar.shared.app import create_service_app
 
@@ -86,7 +86,7 @@ async def _bootstrap(
         uows=uows,
         passwords=passwords,
     )
-    for client in settings.clients:
-        await configure_client(
-            client.client_id, client.secret.get_secret_value(), client.scopes, uows=uows
-        )
+    await configure_clients(
+        ((c.client_id, c.secret.get_secret_value(), c.scopes) for c in settings.clients),
+        uows=uows,
+    )

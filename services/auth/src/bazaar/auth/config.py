@@ -65,8 +65,9 @@ class AuthSettings(ServiceSettings):
     login_delay_max_seconds: int = Field(default=900, ge=1)
 
     def insecure_values(self) -> list[str]:
-        """Also refuse development secrets of the configured service clients."""
-        bad = super().insecure_values()
+        """Also refuse development client secrets; the JWKS URL is never fetched remotely."""
+        # Auth reads its own JWKS in-process (app.SELF_BASE_URL), never over the network.
+        bad = [b for b in super().insecure_values() if not b.startswith("jwt_jwks_url")]
         bad += [
             f"clients[{c.client_id}].secret"
             for c in self.clients

@@ -21,6 +21,8 @@ WHERE service_client.secret_hash <> EXCLUDED.secret_hash
    OR service_client.scopes <> EXCLUDED.scopes
 """
 
+DELETE_OTHER_CLIENTS = "DELETE FROM service_client WHERE NOT (client_id = ANY($1::text[]))"
+
 INSERT_REFRESH = """
 INSERT INTO refresh_token (id, token_hash, family_id, user_id, client_id, scope, expires_at)
 VALUES ($1, $2, $3, $4, $5, $6, now() + $7::interval)
@@ -28,9 +30,14 @@ VALUES ($1, $2, $3, $4, $5, $6, now() + $7::interval)
 
 _REFRESH_COLUMNS = "id, family_id, user_id, client_id, scope, expires_at, used_at, revoked_at"
 
-SELECT_REFRESH_FOR_UPDATE = (
-    f"SELECT {_REFRESH_COLUMNS} FROM refresh_token WHERE token_hash = $1 FOR UPDATE"
-)
+SELECT_REFRESH = f"SELECT {_REFRESH_COLUMNS} FROM refresh_token WHERE token_hash = $1"
+
+SELECT_REFRESH_FOR_UPDATE = SELECT_REFRESH + " FOR UPDATE"
+
+# Everything that changes a family (a refresh adding a successor, a revocation) holds this
+# lock first: a revocation then always sees every successor, even one being issued.
+# Two-key form, namespace 0x62617a66 ("bazf"), so it cannot meet the key-ring's lock.
+LOCK_FAMILY = "SELECT pg_advisory_xact_lock(1650555494, hashtext($1::uuid::text))"
 
 MARK_REFRESH_USED = "UPDATE refresh_token SET used_at = now() WHERE id = $1"
 
@@ -38,14 +45,17 @@ REVOKE_FAMILY = """
 UPDATE refresh_token SET revoked_at = now() WHERE family_id = $1 AND revoked_at IS NULL
 """
 
-# Every attempt counts until it succeeds; attempts older than the memory window start the
-# count again. RETURNING gives the block as it was before this attempt.
+# Every checked attempt counts until one succeeds; attempts older than the memory window
+# start the count again. Attempts refused by a block are not counted, so hammering a
+# blocked account cannot lengthen its block. RETURNING tells whether a block was on.
 RECORD_ATTEMPT = """
 INSERT INTO login_throttle AS t (email_key, failures, last_failed_at) VALUES ($1, 1, now())
 ON CONFLICT (email_key) DO UPDATE
-SET failures = CASE WHEN t.last_failed_at < now() - $2::interval THEN 1 ELSE t.failures + 1 END,
-    last_failed_at = now()
-RETURNING failures, blocked_until > now() AS blocked
+SET failures = CASE WHEN t.blocked_until > now() THEN t.failures
+                    WHEN t.last_failed_at < now() - $2::interval THEN 1
+                    ELSE t.failures + 1 END,
+    last_failed_at = CASE WHEN t.blocked_until > now() THEN t.last_failed_at ELSE now() END
+RETURNING failures, coalesce(blocked_until > now(), false) AS blocked
 """
 
 BLOCK_FOR = "UPDATE login_throttle SET blocked_until = now() + $2::interval WHERE email_key = $1"
@@ -70,6 +80,10 @@ class ClientRepository:
         """Create the client, or bring its secret and scopes in line with the settings."""
         await self.conn.execute(UPSERT_CLIENT, client_id, secret_hash, sorted(scopes))
 
+    async def remove_all_but(self, client_ids: Iterable[str]) -> None:
+        """Delete every client not named (the settings are the list of clients)."""
+        await self.conn.execute(DELETE_OTHER_CLIENTS, list(client_ids))
+
 
 class RefreshTokenRepository:
     """Refresh tokens, stored only as digests."""
@@ -92,6 +106,15 @@ class RefreshTokenRepository:
         await self.conn.execute(
             INSERT_REFRESH, token_id, digest, family_id, user_id, client_id, scope, lifetime
         )
+
+    async def find(self, digest: bytes) -> RefreshToken | None:
+        """The token with this digest, without locking it."""
+        row = await self.conn.fetchrow(SELECT_REFRESH, digest)
+        return RefreshToken(**dict(row)) if row else None
+
+    async def lock_family(self, family_id: UUID) -> None:
+        """Hold the family's lock until the transaction ends (take it before any row lock)."""
+        await self.conn.execute(LOCK_FAMILY, family_id)
 
     async def get_for_update(self, digest: bytes) -> RefreshToken | None:
         """The token with this digest, locked so two uses of it are serialised."""

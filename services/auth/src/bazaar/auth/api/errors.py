@@ -19,15 +19,11 @@ ERROR_MAP: ErrorMap = {
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 
 
-class ClientAuthFailed(errors.InvalidClient):
-    """Client authentication through the Authorization header failed (answer with a challenge)."""
-
-
 async def oauth_error_response(_request: Request, exc: Exception) -> Response:
     """Render a token-endpoint error in RFC 6749 form, not as a problem."""
     assert isinstance(exc, errors.OAuthError)
     headers = dict(NO_STORE)
-    if isinstance(exc, ClientAuthFailed):
+    if exc.status == 401:  # RFC 9110: every 401 carries a challenge
         headers["WWW-Authenticate"] = 'Basic realm="bazaar", charset="UTF-8"'
     return JSONResponse(
         {"error": exc.error, "error_description": str(exc) or None},

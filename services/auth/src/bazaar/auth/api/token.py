@@ -11,7 +11,7 @@ from fastapi import APIRouter, Request
 from starlette.responses import JSONResponse, Response
 
 from bazaar.auth.api.deps import PasswordsDep, Policy, SignerDep, Uows
-from bazaar.auth.api.errors import NO_STORE, ClientAuthFailed
+from bazaar.auth.api.errors import NO_STORE
 from bazaar.auth.api.schemas import OAuthErrorRead, TokenRead
 from bazaar.auth.domain.errors import InvalidClient, InvalidRequest, UnsupportedGrantType
 from bazaar.auth.service import tokens as use
@@ -61,22 +61,24 @@ def _required(params: dict[str, str], name: str) -> str:
     return value
 
 
-def _client_credentials(request: Request, params: dict[str, str]) -> tuple[str, str, bool]:
-    """Client id and secret from HTTP Basic or the form (not both); True if from Basic."""
+def _client_credentials(request: Request, params: dict[str, str]) -> tuple[str, str]:
+    """Client id and secret from HTTP Basic or the form (not both)."""
     header = request.headers.get("authorization")
     if header is None:
-        return _required(params, "client_id"), _required(params, "client_secret"), False
+        return _required(params, "client_id"), _required(params, "client_secret")
     if "client_secret" in params:
         raise InvalidRequest("Authenticate the client one way only.")
     scheme, _, encoded = header.partition(" ")
     try:
         decoded = base64.b64decode(encoded.strip(), validate=True).decode()
-        client_id, sep, secret = decoded.partition(":")
     except (binascii.Error, UnicodeDecodeError):
-        sep = ""
-    if scheme.lower() != "basic" or not sep:
-        raise ClientAuthFailed("Client authentication failed.")
-    return unquote_plus(client_id), unquote_plus(secret), True
+        decoded = ""
+    raw_id, sep, raw_secret = decoded.partition(":")
+    # RFC 6749 §2.3.1: both halves are form-urlencoded before they are joined.
+    client_id, secret = unquote_plus(raw_id), unquote_plus(raw_secret)
+    if scheme.lower() != "basic" or not sep or "\x00" in client_id + secret:
+        raise InvalidClient("Client authentication failed.")
+    return client_id, secret
 
 
 def _answer(issued: IssuedTokens) -> JSONResponse:
@@ -98,7 +100,7 @@ async def token(
     grant = _required(params, "grant_type")
     scope = params.get("scope")
     if grant == "password":
-        client_id = params.get("client_id")
+        client_id = params.get("client_id") or None  # empty counts as omitted (§3.2)
         if client_id is not None and client_id != policy.public_client_id:
             raise InvalidClient("Unknown client for this grant.")
         issued = await use.password_grant(
@@ -115,13 +117,10 @@ async def token(
             _required(params, "refresh_token"), scope, uows=uows, signer=signer, policy=policy
         )
     elif grant == "client_credentials":
-        client_id, secret, by_header = _client_credentials(request, params)
-        try:
-            issued = await use.client_credentials_grant(
-                client_id, secret, scope, uows=uows, signer=signer, policy=policy
-            )
-        except InvalidClient as exc:
-            raise (ClientAuthFailed(str(exc)) if by_header else exc) from None
+        client_id, secret = _client_credentials(request, params)
+        issued = await use.client_credentials_grant(
+            client_id, secret, scope, uows=uows, signer=signer, policy=policy
+        )
     else:
         raise UnsupportedGrantType(f"The grant type '{grant}' is not supported.")
     return _answer(issued)

@@ -8,7 +8,7 @@ from uuid import UUID
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from bazaar.auth.api.deps import Caller, PasswordsDep, Uows, UserAdmin
+from bazaar.auth.api.deps import Caller, PasswordsDep, Policy, Uows, UserAdmin
 from bazaar.auth.api.schemas import RolesUpdate, UserCreate, UserRead
 from bazaar.auth.domain.model import NewUser
 from bazaar.auth.domain.scopes import DEFAULT_ROLES
@@ -32,9 +32,18 @@ async def register(body: UserCreate, uows: Uows, passwords: PasswordsDep) -> JSO
 
 
 @router.get("/me", response_model=UserRead, responses=problem_responses(401, 403))
-async def me(caller: Caller, uows: Uows) -> UserRead:
+async def me(caller: Caller, uows: Uows, policy: Policy) -> UserRead:
     """Get the user the token speaks for."""
-    return UserRead.of(await use.current_user(caller.subject, uows=uows))
+    user = await use.current_user(
+        caller.subject, caller.client_id, public_client_id=policy.public_client_id, uows=uows
+    )
+    return UserRead.of(user)
+
+
+@router.get("/{user_id}", response_model=UserRead, responses=problem_responses(401, 403, 404, 422))
+async def get_user(user_id: UUID, _admin: UserAdmin, uows: Uows) -> UserRead:
+    """Get one user (where a registration's Location points)."""
+    return UserRead.of(await use.get_user(user_id, uows=uows))
 
 
 @router.get("", response_model=Page[UserRead], responses=problem_responses(401, 403, 422))

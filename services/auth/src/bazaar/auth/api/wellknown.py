@@ -48,7 +48,6 @@ class ServerMetadataRead(BaseModel):
     scopes_supported: list[str]
     token_endpoint_auth_methods_supported: list[str]
     revocation_endpoint_auth_methods_supported: list[str]
-    response_types_supported: list[str]
     subject_types_supported: list[str]
 
 
@@ -76,8 +75,8 @@ async def get_openid_configuration(request: Request) -> JSONResponse:
         grant_types_supported=list(GRANT_TYPES),
         scopes_supported=list(ALL_SCOPES),
         token_endpoint_auth_methods_supported=list(CLIENT_AUTH_METHODS),
-        revocation_endpoint_auth_methods_supported=list(CLIENT_AUTH_METHODS),
-        response_types_supported=["token"],
+        # Revocation is public (RFC 7009 §2.1 allows it for public clients' tokens).
+        revocation_endpoint_auth_methods_supported=["none"],
         subject_types_supported=["public"],
     )
     return JSONResponse(metadata.model_dump(), headers=_cache_control(settings))

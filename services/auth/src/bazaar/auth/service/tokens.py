@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from uuid import UUID
@@ -11,6 +12,7 @@ from uuid import UUID
 from bazaar.auth.domain.errors import InvalidClient, InvalidGrant
 from bazaar.auth.domain.model import (
     MAX_EMAIL,
+    RefreshToken,
     email_key,
     new_refresh_token,
     secret_matches,
@@ -82,6 +84,19 @@ async def _new_refresh(
     return token
 
 
+async def _locked_token(uow: UnitOfWork, digest: bytes) -> RefreshToken | None:
+    """The token, read again under its family's lock and its own row lock.
+
+    The family lock comes first (the family is only known after a plain read), so a
+    refresh and a revocation of one family run one after the other and never deadlock.
+    """
+    found = await uow.refresh_tokens.find(digest)
+    if found is None:
+        return None
+    await uow.refresh_tokens.lock_family(found.family_id)
+    return await uow.refresh_tokens.get_for_update(digest)
+
+
 async def password_grant(
     username: str,
     password: str,
@@ -149,7 +164,7 @@ async def refresh_grant(
 ) -> IssuedTokens:
     """Exchange a refresh token for a new pair; a spent one revokes its whole family."""
     async with uows() as uow:
-        stored = await uow.refresh_tokens.get_for_update(token_digest(refresh_token))
+        stored = await _locked_token(uow, token_digest(refresh_token))
         if stored is None:
             raise InvalidGrant("The refresh token is invalid.")
         user = None if stored.is_spent() else await uow.users.get(stored.user_id)
@@ -202,17 +217,24 @@ async def client_credentials_grant(
 async def revoke(token: str, *, uows: UnitsOfWork) -> None:
     """Revoke a refresh token's family (RFC 7009); anything else is silently accepted."""
     async with uows() as uow:
-        stored = await uow.refresh_tokens.get_for_update(token_digest(token))
+        stored = await _locked_token(uow, token_digest(token))
         if stored is not None:
             await uow.refresh_tokens.revoke_family(stored.family_id)
 
 
-async def configure_client(
-    client_id: str, secret: str, scopes: tuple[str, ...], *, uows: UnitsOfWork
+async def configure_clients(
+    clients: Iterable[tuple[str, str, tuple[str, ...]]], *, uows: UnitsOfWork
 ) -> None:
-    """Create or update a service client from settings (the secret is stored as a digest)."""
+    """Make the stored service clients exactly those configured (secrets kept as digests).
+
+    A client removed from the settings stops working at the next start: that is how a
+    leaked client is retired.
+    """
+    configured = list(clients)
     async with uows() as uow:
-        await uow.clients.put(client_id, token_digest(secret).hex(), scopes)
+        for client_id, secret, scopes in configured:
+            await uow.clients.put(client_id, token_digest(secret).hex(), scopes)
+        await uow.clients.remove_all_but(client_id for client_id, _, _ in configured)
 
 
 def _seconds(delta: timedelta) -> int:

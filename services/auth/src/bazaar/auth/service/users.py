@@ -38,12 +38,17 @@ async def get_user(user_id: UUID, *, uows: UnitsOfWork) -> User:
     return user
 
 
-async def current_user(subject: str, *, uows: UnitsOfWork) -> User:
-    """The user a token speaks for; a service client's token is NotAUser."""
+async def current_user(
+    subject: str, client_id: str | None, *, public_client_id: str, uows: UnitsOfWork
+) -> User:
+    """The user a token speaks for; a token issued to a service client is NotAUser."""
+    # Users' tokens are issued to the public client; a service's name its own client id.
+    if client_id != public_client_id:
+        raise NotAUser("This token belongs to a service client, not a user.")
     try:
         user_id = UUID(subject)
     except ValueError:
-        raise NotAUser("This token belongs to a service client, not a user.") from None
+        raise NotAUser("This token does not name a user.") from None
     async with uows() as uow:
         user = await uow.users.get(user_id)
     if user is None:
