@@ -8,7 +8,7 @@ from pathlib import Path
 
 from bazaar.auth.app import create_app
 from bazaar.auth.config import AuthSettings
-from bazaar.auth.keys_cli import LIST_KEYS, ROTATE_KEYS
+from bazaar.auth.keys_cli import LIST_KEYS, REVOKE_KEY, ROTATE_KEYS
 from bazaar.shared.cli import ExtraCommand, ServiceCommands, run
 
 #: services/auth/migrations, beside the package (same layout in the image).
@@ -33,7 +33,7 @@ COMMANDS = ServiceCommands(
     settings=AuthSettings,
     app=create_app,
     migrations_dir=MIGRATIONS_DIR,
-    extra=(ROTATE_KEYS, LIST_KEYS, DEV_LOGIN),
+    extra=(ROTATE_KEYS, LIST_KEYS, REVOKE_KEY, DEV_LOGIN),
 )
 
 

@@ -1,4 +1,4 @@
-"""`bazaar-auth rotate-keys` and `bazaar-auth list-keys`: signing keys from the command line."""
+"""`bazaar-auth rotate-keys`, `list-keys` and `revoke-key`: signing keys from the command line."""
 
 from __future__ import annotations
 
@@ -109,4 +109,33 @@ LIST_KEYS = ExtraCommand(
     name="list-keys",
     help="list the signing keys: when each signs and leaves the JWKS",
     run=list_keys,
+)
+
+
+def _configure_revoke(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("kid", help="the key id to withdraw (see list-keys)")
+
+
+def revoke_key(settings: AuthSettings, args: argparse.Namespace) -> int:
+    """Withdraw a compromised key now; a new key takes over if it was the one signing."""
+    try:
+        replacement = asyncio.run(_with_keyring(settings, lambda ring: ring.revoke(args.kid)))
+    except KeyError:
+        _say(f"auth: no signing key {args.kid!r}")
+        return 1
+    _say(f"auth: key {args.kid} withdrawn: out of the JWKS and no longer signing")
+    if replacement:
+        _say(f"auth: new key {replacement} signs from now on")
+    _say(
+        "auth: verifiers stop trusting it when their JWKS cache expires "
+        f"(at most {settings.jwks_max_age_seconds} s here, plus any proxy cache)"
+    )
+    return 0
+
+
+REVOKE_KEY = ExtraCommand(
+    "revoke-key",
+    "withdraw a compromised signing key at once",
+    revoke_key,
+    _configure_revoke,
 )

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -139,6 +140,32 @@ class KeyRing:
             extra={"kid": key.kid, "alg": key.alg, "activates_at": schedule.activates_at},
         )
         return key.kid
+
+    async def revoke(self, kid: str) -> str | None:
+        """Withdraw a compromised key at once: it leaves the JWKS and never signs again.
+
+        If it was the key signing now, a new key takes over immediately (no delay: the old
+        one must not sign a moment longer). Returns that new kid, if one was needed.
+        Verifiers drop the key when their JWKS cache expires (`jwks_max_age_seconds`).
+        """
+        now = self._clock()
+        async with self._db.transaction() as conn:
+            keys = KeyRepository(conn)
+            await keys.lock()
+            existing = await keys.all()
+            target = next((k for k in existing if k.kid == kid), None)
+            if target is None:
+                raise KeyError(kid)
+            withdrawn = replace(target, retired_at=now, unpublish_at=now)
+            await keys.retire(withdrawn)
+            others = [withdrawn if k.kid == kid else k for k in existing]
+            replacement = None
+            if signing_key_at(others, now) is None:
+                replacement = await self._add(keys, now, activates_at=now)
+        self._loaded_at = None
+        self._private.pop(kid, None)
+        log.warning("revoked signing key", extra={"kid": kid})
+        return replacement.kid if replacement else None
 
     async def sign(self, claims: Mapping[str, Any]) -> str:
         """Encode the claims as an `at+jwt` signed with the key that signs now."""
