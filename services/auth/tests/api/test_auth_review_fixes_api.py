@@ -107,3 +107,18 @@ async def test_the_registration_location_answers_for_an_admin(
     )
     assert missing.status_code == 404
     assert missing.json()["type"].endswith("/not-found")
+
+
+def test_production_refuses_a_short_key_passphrase() -> None:
+    import pytest
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match=r"key_passphrase \(needs at least 32"):
+        AuthSettings(
+            _env_file=None,  # type: ignore[call-arg]
+            environment="production",
+            database_url="postgresql://auth:Zx81-real-password@db.internal:5432/auth",
+            key_passphrase=SecretStr("Q7v9-short-passphrase"),
+            admin_password=SecretStr("an-admin-password-from-a-secret-store-91b"),
+            clients=(),
+        )

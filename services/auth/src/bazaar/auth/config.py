@@ -9,6 +9,9 @@ from pydantic_settings import SettingsConfigDict
 
 from bazaar.shared.settings import ServiceSettings, is_development_secret
 
+#: The shortest key passphrase production accepts (e.g. 32 random base64 characters).
+MIN_KEY_PASSPHRASE = 32
+
 
 class ClientConfig(BaseModel):
     """A service client of the client-credentials grant, as configured."""
@@ -73,4 +76,8 @@ class AuthSettings(ServiceSettings):
             for c in self.clients
             if is_development_secret(c.secret)
         ]
+        # PKCS#8 encryption derives its key with only 2048 PBKDF2 rounds: the passphrase
+        # itself must carry the strength (a random secret, not a word).
+        if len(self.key_passphrase.get_secret_value()) < MIN_KEY_PASSPHRASE:
+            bad.append(f"key_passphrase (needs at least {MIN_KEY_PASSPHRASE} characters)")
         return bad
