@@ -124,6 +124,12 @@ class FakeRefreshTokens:
             if stored.family_id == family_id and stored.revoked_at is None:
                 self.state.refresh[digest] = replace(stored, revoked_at=_now())
 
+    async def purge_expired(self, margin: timedelta) -> int:
+        stale = [d for d, t in self.state.refresh.items() if t.expires_at < _now() - margin]
+        for digest in stale:
+            del self.state.refresh[digest]
+        return len(stale)
+
 
 class FakeThrottle:
     def __init__(self, state: State) -> None:
@@ -142,6 +148,9 @@ class FakeThrottle:
 
     async def clear(self, email_key: str) -> None:
         self.state.throttle.pop(email_key, None)
+
+    async def purge(self) -> int:
+        return 0
 
 
 class FakeEvents:

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import logging
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
@@ -21,9 +18,9 @@ from bazaar.shared.metrics import HttpMetrics
 from bazaar.shared.middleware import RequestContextMiddleware
 from bazaar.shared.openapi import install_openapi, operation_id
 from bazaar.shared.settings import ServiceSettings
+from bazaar.shared.tasks import periodically
 from bazaar.shared.telemetry import instrument_app, setup_tracing
 
-log = logging.getLogger("bazaar.app")
 #: How often expired idempotency keys are deleted (lookups already ignore them).
 PURGE_INTERVAL_SECONDS = 3600.0
 
@@ -42,16 +39,6 @@ def database_for(settings: ServiceSettings) -> Database:
             command_timeout=settings.db_command_timeout,
         )
     )
-
-
-async def _purge_idempotency_keys(store: IdempotencyStore) -> None:
-    while True:
-        await asyncio.sleep(PURGE_INTERVAL_SECONDS)
-        try:
-            purged = await store.purge_expired()
-            log.info("purged expired idempotency keys", extra={"purged": purged})
-        except Exception:
-            log.exception("purging idempotency keys failed; will retry")
 
 
 def create_service_app(
@@ -83,20 +70,17 @@ def create_service_app(
         app.state.token_verifier = verifier
         app.state.idempotency = store
         app.state.readiness_checks["database"] = db.ping
-        purge: asyncio.Task[None] | None = None
         try:
             await db.open()
-            purge = asyncio.create_task(_purge_idempotency_keys(store))
-            if lifespan is None:
-                yield
-            else:
-                async with lifespan(app):
+            async with periodically(
+                PURGE_INTERVAL_SECONDS, store.purge_expired, name="purge idempotency keys"
+            ):
+                if lifespan is None:
                     yield
+                else:
+                    async with lifespan(app):
+                        yield
         finally:
-            if purge is not None:
-                purge.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await purge
             await store.drain()
             await verifier.aclose()
             if http is not None:

@@ -16,10 +16,13 @@ from bazaar.auth.api import token, users, wellknown
 from bazaar.auth.api.errors import ERROR_MAP, oauth_error_response
 from bazaar.auth.config import AuthSettings
 from bazaar.auth.domain.errors import OAuthError
-from bazaar.auth.service.tokens import TokenPolicy, configure_clients
+from bazaar.auth.service.tokens import TokenPolicy, configure_clients, purge_stale
 from bazaar.auth.service.users import ensure_admin
 from bazaar.shared.app import create_service_app
+from bazaar.shared.tasks import periodically
 
+#: How often expired refresh tokens and forgotten login failures are deleted.
+HOUSEKEEPING_SECONDS = 3600.0
 #: Auth reads its own JWKS through itself, in-process (no network hop to itself).
 SELF_BASE_URL = "http://auth.internal"
 
@@ -53,10 +56,14 @@ def create_app(settings: AuthSettings | None = None) -> FastAPI:
         app.state.passwords = passwords
         app.state.keyring = keyring
         app.state.token_policy = token_policy(settings)
+        uows = SqlUnitsOfWork(app.state.db)
         try:
             await keyring.ensure_key()
-            await _bootstrap(settings, SqlUnitsOfWork(app.state.db), passwords)
-            yield
+            await _bootstrap(settings, uows, passwords)
+            async with periodically(
+                HOUSEKEEPING_SECONDS, lambda: purge_stale(uows=uows), name="purge auth rows"
+            ):
+                yield
         finally:
             passwords.close()
 

@@ -60,6 +60,15 @@ RETURNING failures, coalesce(blocked_until > now(), false) AS blocked
 
 BLOCK_FOR = "UPDATE login_throttle SET blocked_until = now() + $2::interval WHERE email_key = $1"
 
+# Rows nobody needs any more: failures past the memory window and no block running.
+PURGE_THROTTLE = """
+DELETE FROM login_throttle
+WHERE last_failed_at < now() - $1::interval AND coalesce(blocked_until < now(), true)
+"""
+
+# Expired a while ago (the margin keeps a just-expired family's revocation visible).
+PURGE_REFRESH = "DELETE FROM refresh_token WHERE expires_at < now() - $1::interval"
+
 CLEAR_FAILURES = "DELETE FROM login_throttle WHERE email_key = $1"
 
 
@@ -129,6 +138,11 @@ class RefreshTokenRepository:
         """Revoke every token of a family, the newest included."""
         await self.conn.execute(REVOKE_FAMILY, family_id)
 
+    async def purge_expired(self, margin: timedelta) -> int:
+        """Delete tokens expired more than `margin` ago; return how many."""
+        status: str = await self.conn.execute(PURGE_REFRESH, margin)
+        return int(status.split()[-1])
+
 
 class LoginThrottle:
     """Login attempts per account since its last success (known or not: it cannot tell)."""
@@ -148,3 +162,8 @@ class LoginThrottle:
     async def clear(self, email_key: str) -> None:
         """Forget the failures (after a successful login)."""
         await self.conn.execute(CLEAR_FAILURES, email_key)
+
+    async def purge(self) -> int:
+        """Delete rows of accounts with no recent failure and no block; return how many."""
+        status: str = await self.conn.execute(PURGE_THROTTLE, FAILURE_MEMORY)
+        return int(status.split()[-1])

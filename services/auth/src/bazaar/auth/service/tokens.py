@@ -237,5 +237,17 @@ async def configure_clients(
         await uow.clients.remove_all_but(client_id for client_id, _, _ in configured)
 
 
+#: Expired refresh tokens are kept this long, then deleted.
+EXPIRED_TOKEN_MARGIN = timedelta(days=1)
+
+
+async def purge_stale(*, uows: UnitsOfWork) -> dict[str, int]:
+    """Delete expired refresh tokens and forgotten login failures; return the counts."""
+    async with uows() as uow:
+        tokens = await uow.refresh_tokens.purge_expired(EXPIRED_TOKEN_MARGIN)
+        failures = await uow.throttle.purge()
+    return {"refresh_tokens": tokens, "login_throttle": failures}
+
+
 def _seconds(delta: timedelta) -> int:
     return int(delta.total_seconds())
