@@ -51,6 +51,7 @@ def create_app(settings: AuthSettings | None = None) -> FastAPI:
             memory_kib=settings.argon2_memory_kib,
             parallelism=settings.argon2_parallelism,
             threads=settings.hashing_threads,
+            max_wait=settings.hashing_max_wait_seconds,
         )
         keyring = KeyRing(app.state.db, settings)
         app.state.passwords = passwords

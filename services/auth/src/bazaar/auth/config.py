@@ -62,6 +62,8 @@ class AuthSettings(ServiceSettings):
     argon2_parallelism: int = Field(default=1, ge=1)
     #: Threads that hash passwords (each hash holds argon2_memory_kib of memory).
     hashing_threads: int = Field(default=4, ge=1, le=64)
+    #: How long a login may wait for a hashing thread before it is answered 503.
+    hashing_max_wait_seconds: float = Field(default=5.0, gt=0)
 
     #: Failed logins of one account allowed before each further attempt must wait.
     login_failures_before_delay: int = Field(default=5, ge=1)
