@@ -22,6 +22,7 @@ from pathlib import Path
 
 import aiohttp
 import asyncpg
+import httpx
 
 from bazaar.auth.cli import MIGRATIONS_DIR
 from bazaar.shared import migrations
@@ -63,9 +64,17 @@ def start_auth(database_url: str, port: int, alg: str | None) -> subprocess.Pope
 
 
 async def hammer(
-    url: str, form: dict[str, str], seconds: float, concurrency: int
+    url: str,
+    form: dict[str, str] | list[dict[str, str]],
+    seconds: float,
+    concurrency: int,
 ) -> tuple[int, list[float], list[str]]:
-    """Issue tokens for `seconds` from `concurrency` workers; count, latencies, a few tokens."""
+    """Issue tokens for `seconds` from `concurrency` workers; count, latencies, a few tokens.
+
+    With a list of forms, worker i always sends form i (e.g. one user per worker: one
+    account's parallel logins are what the login throttle exists to stop).
+    """
+    forms = form if isinstance(form, list) else [form] * concurrency
     done = 0
     latencies: list[float] = []
     tokens: list[str] = []
@@ -73,7 +82,7 @@ async def hammer(
     connector = aiohttp.TCPConnector(limit=concurrency)
     async with aiohttp.ClientSession(connector=connector) as session:
 
-        async def worker() -> None:
+        async def worker(form: dict[str, str]) -> None:
             nonlocal done
             while time.perf_counter() < deadline:
                 start = time.perf_counter()
@@ -86,8 +95,22 @@ async def hammer(
                 if len(tokens) < 2000:
                     tokens.append(body["access_token"])
 
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        await asyncio.gather(*(worker(forms[i]) for i in range(concurrency)))
     return done, latencies, tokens
+
+
+async def register_users(base: str, count: int) -> list[dict[str, str]]:
+    """One registered user per worker; their password-grant forms."""
+    forms = []
+    async with httpx.AsyncClient(base_url=base) as client:
+        for i in range(count):
+            email, password = f"bench-user-{i}@bench.test", f"bench password number {i}"
+            answer = await client.post(
+                "/v1/users", json={"email": email, "password": password, "name": f"U{i}"}
+            )
+            answer.raise_for_status()
+            forms.append({"grant_type": "password", "username": email, "password": password})
+    return forms
 
 
 def spread(latencies: list[float]) -> str:
@@ -147,7 +170,7 @@ async def main() -> None:
             f"{base}/v1/auth/token", cc, args.seconds, args.concurrency
         )
         print(f"client_credentials: {count / args.seconds:8.0f} tokens/s   " + spread(latencies))
-        pw = {"grant_type": "password", "username": ADMIN[0], "password": ADMIN[1]}
+        pw = await register_users(base, args.concurrency)
         count, latencies, _ = await hammer(
             f"{base}/v1/auth/token", pw, args.seconds / 2, args.concurrency
         )
