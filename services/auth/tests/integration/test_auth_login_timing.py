@@ -72,6 +72,9 @@ async def test_unknown_user_and_wrong_password_take_about_the_same_time(
     # an unknown user answered without hashing: that is ten or more times faster, far outside.
     ratio = statistics.median(unknown) / statistics.median(wrong)
     assert 0.5 <= ratio <= 2.0, (unknown, wrong)
+    # Each login contains one verification; measured at another moment, under other load,
+    # the bare verification may come out slower than the one inside a login, so compare
+    # with half of it: a login answered without hashing is still ten times below that.
     verification = await one_verification(auth_settings)
-    assert statistics.median(unknown) >= verification, (unknown, verification)
-    assert statistics.median(wrong) >= verification, (wrong, verification)
+    assert statistics.median(unknown) >= verification / 2, (unknown, verification)
+    assert statistics.median(wrong) >= verification / 2, (wrong, verification)
