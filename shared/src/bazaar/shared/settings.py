@@ -18,8 +18,8 @@ class InsecureProductionSettings(ValueError):
     """Production settings carry a development secret or an unsafe switch."""
 
 
-class ServiceSettings(BaseSettings):
-    """Settings shared by every service; subclasses set `env_prefix` (e.g. CATALOG_)."""
+class ProcessSettings(BaseSettings):
+    """Settings every Bazaar process has (the gateway too); subclasses set `env_prefix`."""
 
     # hide_input_in_errors: a refusal must never print the secrets it was given.
     model_config = SettingsConfigDict(
@@ -40,12 +40,6 @@ class ServiceSettings(BaseSettings):
     log_level: str = "INFO"
     #: Request bodies above this many bytes are refused with 413 before they are read whole.
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
-
-    database_url: SecretStr = SecretStr("postgresql://postgres@127.0.0.1:5432/bazaar")
-    db_pool_min: int = Field(default=1, ge=0)
-    db_pool_max: int = Field(default=10, ge=1)
-    db_acquire_timeout: float = Field(default=5.0, gt=0)
-    db_command_timeout: float = Field(default=30.0, gt=0)
 
     jwt_jwks_url: str = "http://127.0.0.1:8001/.well-known/jwks.json"
     jwt_issuer: str = "http://localhost:8000"
@@ -89,6 +83,17 @@ class ServiceSettings(BaseSettings):
             algorithms=self.jwt_algorithms,
             leeway_seconds=self.jwt_leeway_seconds,
         )
+
+
+
+class ServiceSettings(ProcessSettings):
+    """Settings of a service with a database; subclasses set `env_prefix` (e.g. CATALOG_)."""
+
+    database_url: SecretStr = SecretStr("postgresql://postgres@127.0.0.1:5432/bazaar")
+    db_pool_min: int = Field(default=1, ge=0)
+    db_pool_max: int = Field(default=10, ge=1)
+    db_acquire_timeout: float = Field(default=5.0, gt=0)
+    db_command_timeout: float = Field(default=30.0, gt=0)
 
     def dsn(self) -> str:
         """The database URL as a plain string (it may hold a password)."""
