@@ -1,0 +1,136 @@
+"""The gateway's composition root: upstreams, verifier, rate limiter, routes, ops endpoints."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+
+import aiohttp
+import redis.asyncio
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from bazaar.gateway.authn import Authenticator
+from bazaar.gateway.config import GatewaySettings
+from bazaar.gateway.errors import problem
+from bazaar.gateway.metrics import GatewayMetrics
+from bazaar.gateway.pipeline import Pipeline
+from bazaar.gateway.proxy import Upstream
+from bazaar.gateway.ratelimit import (
+    FallbackRateLimiter,
+    MemoryRateLimiter,
+    RateLimiter,
+    RedisRateLimiter,
+)
+from bazaar.shared.auth import TokenVerifier
+
+log = logging.getLogger("bazaar.gateway")
+
+SETTINGS = web.AppKey("settings", GatewaySettings)
+METRICS = web.AppKey("metrics", GatewayMetrics)
+UPSTREAMS = web.AppKey("upstreams", dict)
+READY_TIMEOUT = 2.0
+
+
+def create_app(settings: GatewaySettings | None = None) -> web.Application:
+    """Build the gateway from its settings (read from the environment when not given)."""
+    settings = settings or GatewaySettings()
+    metrics = GatewayMetrics()
+    upstreams = {name: Upstream(name, cfg, metrics) for name, cfg in settings.upstreams.items()}
+    verifier = TokenVerifier(settings.verifier_settings())
+    memory = MemoryRateLimiter()
+    redis_client = redis.asyncio.from_url(settings.redis_url) if settings.redis_url else None
+    limiter: RateLimiter = memory
+    if redis_client is not None:
+
+        def fell_back(exc: BaseException) -> None:
+            metrics.rate_limit_fallback.inc()
+            log.warning("rate limiting in-process: Redis failed (%s)", type(exc).__name__)
+
+        limiter = FallbackRateLimiter(
+            RedisRateLimiter(redis_client, prefix="bazaar:ratelimit:"),
+            memory,
+            on_fallback=fell_back,
+            timeout=settings.redis_timeout_seconds,
+        )
+    pipeline = Pipeline(
+        settings,
+        upstreams=upstreams,
+        authenticator=Authenticator(verifier, cache_size=settings.token_cache_size),
+        limiter=limiter,
+        metrics=metrics,
+    )
+
+    app = web.Application(client_max_size=settings.max_body_bytes)
+    app[SETTINGS], app[METRICS], app[UPSTREAMS] = settings, metrics, upstreams
+
+    async def start(_app: web.Application) -> None:
+        for upstream in upstreams.values():
+            await upstream.start()
+
+    async def stop(_app: web.Application) -> None:
+        for upstream in upstreams.values():
+            await upstream.close()
+        await verifier.aclose()
+        if redis_client is not None:
+            await redis_client.aclose()
+
+    app.on_startup.append(start)
+    app.on_cleanup.append(stop)
+    app.router.add_get("/healthz", _healthz)
+    app.router.add_get("/readyz", _readyz)
+    app.router.add_get("/metrics", _metrics)
+    app.router.add_get("/version", _version)
+    app.router.add_route("*", "/{tail:.*}", pipeline.handle)
+    return app
+
+
+async def _healthz(_request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def _readyz(request: web.Request) -> web.Response:
+    """Ready when every upstream answers its own /readyz."""
+    upstreams: dict[str, Upstream] = request.app[UPSTREAMS]
+
+    async def ready(upstream: Upstream) -> bool:
+        assert upstream.session is not None
+        try:
+            async with upstream.session.get(
+                upstream.base + "/readyz", timeout=aiohttp.ClientTimeout(total=READY_TIMEOUT)
+            ) as answer:
+                return answer.status == 200
+        except (aiohttp.ClientError, TimeoutError):
+            return False
+
+    names = list(upstreams)
+    results = await asyncio.gather(*(ready(upstreams[n]) for n in names))
+    checks = {n: ("ok" if ok else "failing") for n, ok in zip(names, results, strict=True)}
+    if all(results):
+        return web.json_response({"status": "ready", "checks": checks})
+    failing = ", ".join(n for n, state in checks.items() if state != "ok")
+    response = problem(
+        503,
+        "not-ready",
+        "Not Ready",
+        f"Upstreams unavailable: {failing}.",
+        instance="/readyz",
+        trace_id="",
+    )
+    body = json.loads(response.body)  # type: ignore[arg-type]
+    body["checks"] = checks
+    response.body = json.dumps(body).encode()
+    return response
+
+
+async def _metrics(request: web.Request) -> web.Response:
+    body = generate_latest(request.app[METRICS].registry)
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+async def _version(request: web.Request) -> web.Response:
+    settings: GatewaySettings = request.app[SETTINGS]
+    return web.json_response(
+        {"service": "gateway", "version": settings.version, "environment": settings.environment}
+    )

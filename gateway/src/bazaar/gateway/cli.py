@@ -1,0 +1,43 @@
+"""`bazaar-gateway`: serve the gateway (graceful on SIGTERM), or print its settings."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from aiohttp import web
+
+from bazaar.gateway.app import create_app
+from bazaar.gateway.config import GatewaySettings
+from bazaar.shared.logging import configure_logging
+from bazaar.shared.settings import settings_dump
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of `bazaar-gateway`."""
+    parser = argparse.ArgumentParser(prog="bazaar-gateway", description="Bazaar API gateway")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("serve", help="serve until SIGTERM/SIGINT, then drain in-flight requests")
+    sub.add_parser("settings", help="print the effective settings as JSON (secrets masked)")
+    args = parser.parse_args(argv)
+    settings = GatewaySettings()
+    if args.command == "settings":
+        sys.stdout.write(json.dumps(settings_dump(settings), default=str, sort_keys=True) + "\n")
+        return 0
+    configure_logging("gateway", settings.version, settings.log_level)
+    # On SIGTERM aiohttp stops accepting, lets in-flight requests finish (up to the
+    # shutdown timeout), runs the cleanup hooks, then exits.
+    web.run_app(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        access_log=None,
+        shutdown_timeout=settings.shutdown_timeout,
+        print=None,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,64 @@
+"""The gateway's Prometheus metrics."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from bazaar.shared.metrics import LATENCY_BUCKETS
+
+
+class GatewayMetrics:
+    """Requests by route and status, upstream latency, limits, breakers, deprecated use."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter(
+            "gateway_requests",
+            "Requests answered, by route and status.",
+            ["route", "method", "status"],
+            registry=r,
+        )
+        self.duration = Histogram(
+            "gateway_request_duration_seconds",
+            "Time to answer, by route.",
+            ["route"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.upstream = Histogram(
+            "gateway_upstream_duration_seconds",
+            "Upstream time to headers, by upstream.",
+            ["upstream"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.upstream_errors = Counter(
+            "gateway_upstream_errors",
+            "Upstream failures, by upstream and kind.",
+            ["upstream", "kind"],
+            registry=r,
+        )
+        self.rate_limit = Counter(
+            "gateway_rate_limit_decisions",
+            "Rate-limit decisions, by policy and outcome.",
+            ["policy", "decision"],
+            registry=r,
+        )
+        self.rate_limit_fallback = Counter(
+            "gateway_rate_limit_fallbacks",
+            "Decisions taken in-process because Redis failed or was slow.",
+            registry=r,
+        )
+        self.breaker = Gauge(
+            "gateway_breaker_state",
+            "Breaker state per upstream (0 closed, 1 open, 2 half-open).",
+            ["upstream"],
+            registry=r,
+        )
+        self.deprecated = Counter(
+            "gateway_deprecated_route_use",
+            "Uses of deprecated routes, by route and client.",
+            ["route", "client"],
+            registry=r,
+        )

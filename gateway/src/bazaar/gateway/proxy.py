@@ -1,0 +1,199 @@
+"""Forwarding to an upstream: pooled sessions, streaming both ways, timeouts, breaker, retries."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Mapping
+
+import aiohttp
+from aiohttp import web
+from multidict import CIMultiDict, CIMultiDictProxy
+
+from bazaar.gateway.breaker import BreakerOpen, CircuitBreaker
+from bazaar.gateway.config import SAFE_METHODS, UpstreamConfig
+from bazaar.gateway.errors import BadGateway, UpstreamTimeout, UpstreamUnavailable
+from bazaar.gateway.metrics import GatewayMetrics
+
+# RFC 9110 §7.6.1: meaningful for one connection only, never forwarded (nor those that
+# the Connection header names).
+HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+    }
+)
+#: Answers up to this size are read whole (faster); larger ones are streamed chunk by chunk.
+BUFFER_LIMIT = 64 * 1024
+CHUNK = 64 * 1024
+#: How long a request may wait for a free slot when the upstream is saturated.
+SLOT_WAIT_SECONDS = 1.0
+_CONNECT_ERRORS = (
+    aiohttp.ClientConnectorError,
+    aiohttp.ClientOSError,
+    aiohttp.ServerDisconnectedError,
+)
+_RETRYABLE_STATUS = frozenset({502, 503, 504})
+
+
+def end_to_end(headers: CIMultiDictProxy[str] | CIMultiDict[str]) -> CIMultiDict[str]:
+    """The headers without hop-by-hop ones (and without those `Connection` lists)."""
+    named = {
+        token.strip().lower()
+        for value in headers.getall("Connection", [])
+        for token in value.split(",")
+    }
+    out: CIMultiDict[str] = CIMultiDict()
+    for name, value in headers.items():
+        lowered = name.lower()
+        if lowered not in HOP_BY_HOP and lowered not in named:
+            out.add(name, value)
+    return out
+
+
+class Upstream:
+    """One upstream: its pooled session, its breaker and its concurrency bound."""
+
+    def __init__(self, name: str, config: UpstreamConfig, metrics: GatewayMetrics) -> None:
+        self.name = name
+        self.config = config
+        self.base = config.url.rstrip("/")
+        self.breaker = CircuitBreaker(
+            failures=config.breaker_failures, reset_seconds=config.breaker_reset_seconds
+        )
+        self._slots = asyncio.Semaphore(config.max_concurrency)
+        self._metrics = metrics
+        self.session: aiohttp.ClientSession | None = None
+
+    async def start(self) -> None:
+        """Open the pooled session (one per upstream, keep-alive)."""
+        connector = aiohttp.TCPConnector(
+            limit=self.config.max_concurrency, ttl_dns_cache=300, enable_cleanup_closed=True
+        )
+        self.session = aiohttp.ClientSession(
+            connector=connector,
+            auto_decompress=False,  # bytes pass through as the upstream encoded them
+            skip_auto_headers=("User-Agent", "Accept-Encoding", "Content-Type"),
+        )
+
+    async def close(self) -> None:
+        """Close the session."""
+        if self.session is not None:
+            await self.session.close()
+
+    async def forward(
+        self,
+        request: web.Request,
+        *,
+        headers: CIMultiDict[str],
+        body: bytes | None,
+        seconds: float,
+        extra_response_headers: Mapping[str, str],
+    ) -> web.StreamResponse:
+        """Send the request upstream and relay the answer (retrying safe methods once)."""
+        try:
+            self.breaker.before_call()
+        except BreakerOpen as exc:
+            raise UpstreamUnavailable(
+                f"The {self.name} service is unavailable right now.",
+                headers={"Retry-After": str(exc.retry_after)},
+            ) from None
+        try:
+            async with asyncio.timeout(SLOT_WAIT_SECONDS):
+                await self._slots.acquire()
+        except TimeoutError:
+            raise UpstreamUnavailable(
+                f"The {self.name} service is saturated.", headers={"Retry-After": "1"}
+            ) from None
+        try:
+            return await self._forward(request, headers, body, seconds, extra_response_headers)
+        finally:
+            self._slots.release()
+            self._metrics.breaker.labels(self.name).set(self.breaker.state.value)
+
+    async def _forward(
+        self,
+        request: web.Request,
+        headers: CIMultiDict[str],
+        body: bytes | None,
+        seconds: float,
+        extra: Mapping[str, str],
+    ) -> web.StreamResponse:
+        assert self.session is not None
+        url = self.base + request.rel_url.raw_path_qs
+        attempts = 2 if request.method in SAFE_METHODS else 1
+        client_timeout = aiohttp.ClientTimeout(
+            total=seconds, sock_connect=self.config.connect_timeout
+        )
+        for attempt in range(attempts):
+            data = body if body is not None else _body_stream(request)
+            started = time.perf_counter()
+            try:
+                upstream = await self.session.request(
+                    request.method,
+                    url,
+                    headers=headers,
+                    data=data,
+                    allow_redirects=False,
+                    timeout=client_timeout,
+                )
+            except _CONNECT_ERRORS as exc:
+                self._failed("connect")
+                if attempt + 1 < attempts and body is None and not request.can_read_body:
+                    continue
+                raise BadGateway(f"The {self.name} service refused the connection.") from exc
+            except TimeoutError as exc:
+                self._failed("timeout")
+                raise UpstreamTimeout(f"The {self.name} service did not answer in time.") from exc
+            self._metrics.upstream.labels(self.name).observe(time.perf_counter() - started)
+            if upstream.status in _RETRYABLE_STATUS:
+                self._failed(str(upstream.status))
+            else:
+                self.breaker.on_success()
+            try:
+                return await _relay(request, upstream, extra)
+            except TimeoutError as exc:
+                raise UpstreamTimeout(f"The {self.name} service stalled mid-answer.") from exc
+            finally:
+                upstream.release()
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _failed(self, kind: str) -> None:
+        self.breaker.on_failure()
+        self._metrics.upstream_errors.labels(self.name, kind).inc()
+
+
+async def _body_stream(request: web.Request) -> AsyncIterator[bytes]:
+    if not request.can_read_body:
+        return
+    async for chunk in request.content.iter_chunked(CHUNK):
+        yield chunk
+
+
+async def _relay(
+    request: web.Request, upstream: aiohttp.ClientResponse, extra: Mapping[str, str]
+) -> web.StreamResponse:
+    headers = end_to_end(upstream.headers)
+    headers.popall("Content-Length", None)
+    headers.update(extra)
+    length = upstream.content_length
+    if length is not None and length <= BUFFER_LIMIT:
+        body = await upstream.read()
+        return web.Response(
+            status=upstream.status, reason=upstream.reason, body=body, headers=headers
+        )
+    response = web.StreamResponse(status=upstream.status, reason=upstream.reason, headers=headers)
+    if length is not None:
+        response.content_length = length
+    await response.prepare(request)
+    async for chunk in upstream.content.iter_chunked(CHUNK):
+        await response.write(chunk)
+    await response.write_eof()
+    return response
