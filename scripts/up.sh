@@ -56,15 +56,33 @@ for name in "${SERVICES[@]}"; do
 done
 for name in "${SERVICES[@]}"; do wait_ready "$name" "${address[$name]}"; done
 
+# The gateway last, in front of them all: the one public door.
+"$BIN/bazaar-gateway" serve >.run/gateway.log 2>&1 &
+pids+=($!)
+gateway=$("$BIN/bazaar-gateway" settings | "$BIN/python" -c 'import json,sys; d=json.load(sys.stdin); print("%s:%s" % (d["host"], d["port"]))')
+wait_up() { # name url: poll until it answers 200
+  "$BIN/python" - "$1" "$2" <<'PY'
+import sys, time, urllib.request
+for _ in range(120):
+    try:
+        urllib.request.urlopen(sys.argv[2], timeout=1)
+        sys.exit(0)
+    except Exception:
+        time.sleep(0.5)
+sys.exit(f"error: {sys.argv[1]} did not start; see .run/{sys.argv[1]}.log")
+PY
+}
+wait_up gateway "http://$gateway/healthz"
+
 read -r admin_email admin_password < <("$BIN/bazaar-auth" dev-login 2>/dev/null || echo "(see AUTH_ADMIN_EMAIL) (see AUTH_ADMIN_PASSWORD)")
 
 cat <<TXT
 
-Bazaar is up.
-  auth      http://${address[auth]}      JWKS: /.well-known/jwks.json
-  catalog   http://${address[catalog]}   try: curl http://${address[catalog]}/v1/products
+Bazaar is up at http://${gateway}  (the gateway: clients talk only to it)
+  try       curl http://${gateway}/v1/products
   admin     ${admin_email} / ${admin_password}
-            curl -d grant_type=password -d username=${admin_email} -d password=${admin_password} http://${address[auth]}/v1/auth/token
+            curl -d grant_type=password -d username=${admin_email} -d password=${admin_password} http://${gateway}/v1/auth/token
+  services  auth http://${address[auth]}, catalog http://${address[catalog]} (direct, for debugging)
   logs      .run/*.log (JSON lines)
 Press Ctrl-C to stop.
 TXT
