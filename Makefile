@@ -32,7 +32,8 @@ lint: deps ## ruff check and ruff format --check
 typecheck: deps ## mypy --strict on every src/ tree
 	$(UV) run --locked mypy --strict $(SRC)
 
-pytest: deps ## every test: unit, integration (real PostgreSQL), contract, system
+pytest: deps ## every test: unit, integration (real PostgreSQL, Redis), contract, browser, system
+	@scripts/ensure-chromium.sh
 	$(UV) run --locked pytest $(PYTEST_ARGS)
 
 SERVICES := auth catalog

@@ -34,7 +34,11 @@ def test_the_last_request_of_the_quota_is_allowed_and_the_next_is_not() -> None:
 
 def test_one_denying_policy_denies_and_its_reset_is_the_retry_after() -> None:
     verdict = Verdict(
-        [Decision.counted(USER, 1, 50), Decision.counted(TOKEN, 21, 7), Decision.counted(TOKEN, 30, 9)]
+        [
+            Decision.counted(USER, 1, 50),
+            Decision.counted(TOKEN, 21, 7),
+            Decision.counted(TOKEN, 30, 9),
+        ]
     )
     assert not verdict.allowed
     assert verdict.retry_after == 9

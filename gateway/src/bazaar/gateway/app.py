@@ -13,6 +13,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from bazaar.gateway.authn import Authenticator
 from bazaar.gateway.config import GatewaySettings
+from bazaar.gateway.docs import OpenApiAggregator, docs_routes
 from bazaar.gateway.errors import problem
 from bazaar.gateway.metrics import GatewayMetrics
 from bazaar.gateway.pipeline import Pipeline
@@ -65,13 +66,21 @@ def create_app(settings: GatewaySettings | None = None) -> web.Application:
     app = web.Application(client_max_size=settings.max_body_bytes)
     app[SETTINGS], app[METRICS], app[UPSTREAMS] = settings, metrics, upstreams
 
+    sources = {name: f"{u.base}/openapi.json" for name, u in upstreams.items()}
+    aggregator = OpenApiAggregator(None, sources, title="Bazaar API", version=settings.version)
+    docs_session: list[aiohttp.ClientSession] = []
+
     async def start(_app: web.Application) -> None:
         for upstream in upstreams.values():
             await upstream.start()
+        docs_session.append(aiohttp.ClientSession())
+        aggregator.bind(docs_session[0])
 
     async def stop(_app: web.Application) -> None:
         for upstream in upstreams.values():
             await upstream.close()
+        for session in docs_session:
+            await session.close()
         await verifier.aclose()
         if redis_client is not None:
             await redis_client.aclose()
@@ -82,6 +91,7 @@ def create_app(settings: GatewaySettings | None = None) -> web.Application:
     app.router.add_get("/readyz", _readyz)
     app.router.add_get("/metrics", _metrics)
     app.router.add_get("/version", _version)
+    app.add_routes(docs_routes(aggregator))  # /openapi.json, /docs, /docs/static/{name}
     app.router.add_route("*", "/{tail:.*}", pipeline.handle)
     return app
 

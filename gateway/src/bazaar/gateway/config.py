@@ -82,6 +82,8 @@ class GatewaySettings(ProcessSettings):
     upstreams: dict[str, UpstreamConfig] = Field(default_factory=lambda: dict(DEFAULT_UPSTREAMS))
     routes: tuple[RouteConfig, ...] = DEFAULT_ROUTES
     rate_limits: dict[str, PolicyConfig] = Field(default_factory=lambda: dict(DEFAULT_POLICIES))
+    #: Off only for measurements (bench/): production always limits.
+    rate_limiting: bool = True
     #: Shared counters for every replica; without it each replica counts on its own.
     redis_url: str | None = None
     redis_timeout_seconds: float = Field(default=0.05, gt=0)

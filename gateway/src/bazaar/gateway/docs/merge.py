@@ -6,8 +6,9 @@ A pure function: the inputs are never changed, the same inputs give the same out
   string prefix, as the gateway routes: ``/v1/reservations`` hides ``/v1/reservations/{id}``).
   Internal routes therefore never appear. A path-level ``servers`` or ``security`` is dropped
   or pushed down so that every operation goes through the gateway (``servers: [{"url": "/"}]``).
-- **Components**: only what the kept operations reach (through ``$ref`` and discriminator
-  mappings) is kept, so the schemas of internal routes do not leak either. A component that
+- **Components**: what only excluded operations reach (through ``$ref`` and discriminator
+  mappings) is dropped, so the schemas of internal routes do not leak either; the rest is
+  kept, referenced or not (a service may publish a schema on purpose). A component that
   several services define identically is kept once under its name. Same name, different
   content: every service's copy is renamed ``<service>__<Name>`` and every reference inside
   that service's part is rewritten. Equality is judged after rewriting, so a schema that only
@@ -157,10 +158,14 @@ class _ServicePart:
         top_security = doc.get("security")
 
         self.paths: dict[str, dict[str, Json]] = {}
+        excluded: list[Json] = []
         for path, item in _mapping(doc.get("paths")).items():
-            if not isinstance(item, dict) or any(path.startswith(p) for p in exclude):
+            if not isinstance(item, dict):
                 continue
-            self.paths[path] = _normalise_path_item(item, top_security)
+            if any(path.startswith(p) for p in exclude):
+                excluded.append(item)
+            else:
+                self.paths[path] = _normalise_path_item(item, top_security)
         self.webhooks: dict[str, Json] = {
             name: _normalise_path_item(item, top_security)
             for name, item in _mapping(doc.get("webhooks")).items()
@@ -172,10 +177,16 @@ class _ServicePart:
             for section, entries in _mapping(doc.get("components")).items()
             if isinstance(entries, dict)
         }
-        self.components = _reachable(all_components, [self.paths, self.webhooks])
-        # Security schemes are named by requirements, not referenced: keep them all.
-        if _SECURITY_SCHEMES in all_components:
-            self.components[_SECURITY_SCHEMES] = all_components[_SECURITY_SCHEMES]
+        # What only excluded operations use goes with them; what nothing uses stays (a service
+        # may publish a schema on purpose). Security schemes are named, never referenced.
+        internal = _reachable(all_components, excluded) - _reachable(
+            all_components, [self.paths, self.webhooks]
+        )
+        self.components: dict[str, dict[str, Json]] = {}
+        for section, entries in all_components.items():
+            kept = {n: v for n, v in entries.items() if (section, n) not in internal}
+            if kept:
+                self.components[section] = kept
 
         used_tags = {
             tag
@@ -184,7 +195,12 @@ class _ServicePart:
             for tag in op.get("tags", [])
             if isinstance(tag, str)
         }
-        declared = [t for t in doc.get("tags", []) if isinstance(t, dict) and "name" in t]
+        declared_tags = doc.get("tags")
+        declared = [
+            t
+            for t in (declared_tags if isinstance(declared_tags, list) else [])
+            if isinstance(t, dict) and isinstance(t.get("name"), str)
+        ]
         # A tag declared only for excluded operations (e.g. "reservations (internal)") goes too.
         self.tags = [t for t in declared if t["name"] in used_tags]
 
@@ -217,7 +233,8 @@ def _normalise_path_item(item: dict[str, Json], top_security: Json) -> dict[str,
         op = dict(op)
         op.pop("servers", None)
         if isinstance(path_params, list) and path_params:
-            own = op.get("parameters") if isinstance(op.get("parameters"), list) else []
+            own_params = op.get("parameters")
+            own: list[Json] = own_params if isinstance(own_params, list) else []
             own_keys = {_param_key(p) for p in own}
             inherited = [p for p in path_params if _param_key(p) not in own_keys]
             op["parameters"] = [*inherited, *own]
@@ -275,8 +292,8 @@ def _walk_refs(node: Json, visit: Callable[[str], None]) -> None:
 
 def _reachable(
     components: Mapping[str, Mapping[str, Json]], roots: Sequence[Json]
-) -> dict[str, dict[str, Json]]:
-    """The components that ``roots`` reach, transitively."""
+) -> set[tuple[str, str]]:
+    """The ``(section, name)`` of the components that ``roots`` reach, transitively."""
     seen: set[tuple[str, str]] = set()
     pending: list[Json] = list(roots)
 
@@ -292,12 +309,7 @@ def _reachable(
 
     while pending:
         _walk_refs(pending.pop(), visit)
-    kept: dict[str, dict[str, Json]] = {}
-    for section, entries in components.items():
-        for name, value in entries.items():
-            if (section, name) in seen:
-                kept.setdefault(section, {})[name] = value
-    return kept
+    return seen
 
 
 class _Rewriter:

@@ -15,6 +15,7 @@ import pytest_asyncio
 
 from bazaar.shared.testing.infrastructure import Resolved
 from bazaar.shared.testing.postgres import DatabaseFactory, resolve_postgres
+from bazaar.shared.testing.redis import redis_client, redis_prefix, redis_server
 from bazaar.shared.testing.tokens import (  # re-exported fixtures
     TokenIssuer,
     jwks_server,
@@ -27,6 +28,9 @@ __all__ = [
     "database_factory",
     "jwks_server",
     "postgres_server",
+    "redis_client",
+    "redis_prefix",
+    "redis_server",
     "test_run_id",
     "token_issuer",
     "verifier_settings",

@@ -1,0 +1,326 @@
+"""Gateway benchmark: wrk against the upstream directly, nginx, and the gateway.
+
+    uv run python bench/gateway.py [--rounds 3] [--seconds 8] [--connections 32]
+
+Proxy-bound layout: the upstream (bench/upstream.py) and wrk share core 0, the proxy under
+test runs alone on core 1 (taskset). Configurations alternate over the rounds; the table
+gives medians. Realistic layout: the same chain through to catalog's GET /v1/products/{id}.
+Needs Debian's wrk and nginx (installed here when missing). Sends traffic to 127.0.0.1 only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from bazaar.shared.testing.server import free_port
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = ROOT / ".venv" / "bin"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+LOAD_CPU, PROXY_CPU = "0", "1"
+
+
+@dataclass
+class Run:
+    """One wrk run against one target."""
+
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    cpu_us: float | None  # the proxy's CPU per request
+
+
+def ensure_tools() -> None:
+    """Install Debian's wrk and nginx if they are missing."""
+    missing = [
+        t
+        for t in ("wrk", "nginx")
+        if shutil.which(t) is None and not Path(f"/usr/sbin/{t}").exists()
+    ]
+    if missing:
+        print(f"installing {' '.join(missing)} from Debian's packages")
+        subprocess.run(["apt-get", "update", "-qq"], check=True)
+        subprocess.run(["apt-get", "install", "-y", "-qq", *missing], check=True)
+
+
+def start(cmd: list[str], cpu: str, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    """Start a process pinned to a core."""
+    return subprocess.Popen(
+        ["taskset", "-c", cpu, *cmd],
+        env={**os.environ, **(env or {})},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def wait_http(url: str, headers: dict[str, str] | None = None) -> None:
+    """Poll until the URL answers."""
+    for _ in range(200):
+        try:
+            urllib.request.urlopen(urllib.request.Request(url, headers=headers or {}), timeout=1)
+            return
+        except Exception:
+            time.sleep(0.1)
+    sys.exit(f"{url} did not answer")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process, its threads and its child processes so far.
+
+    nginx serves from a worker process forked by its master: count the whole tree.
+    """
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    total = (int(fields[11]) + int(fields[12])) / CLK_TCK
+    children = Path(f"/proc/{pid}/task/{pid}/children")
+    if children.exists():
+        total += sum(cpu_seconds(int(c)) for c in children.read_text().split())
+    return total
+
+
+_LATENCY = re.compile(r"^\s+(50|99)%\s+([\d.]+)(us|ms|s)\s*$", re.M)
+_UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
+
+
+def wrk(
+    url: str,
+    seconds: float,
+    connections: int,
+    headers: dict[str, str],
+    pid: int | None,
+    rate: float | None = None,
+) -> Run:
+    """Run wrk on the load core; with `rate`, pace every connection to that total rate."""
+    cmd = [
+        "taskset",
+        "-c",
+        LOAD_CPU,
+        "wrk",
+        "-t1",
+        f"-c{connections}",
+        f"-d{max(1, round(seconds))}s",
+        "--latency",
+    ]
+    for name, value in headers.items():
+        cmd += ["-H", f"{name}: {value}"]
+    script = None
+    if rate:
+        script = tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False)
+        script.write(f"function delay() return {connections * 1000 / rate:.3f} end\n")
+        script.close()
+        cmd += ["-s", script.name]
+    cpu_before = cpu_seconds(pid) if pid else 0.0
+    out = subprocess.run([*cmd, url], capture_output=True, text=True, check=True).stdout
+    cpu_after = cpu_seconds(pid) if pid else 0.0
+    if script:
+        os.unlink(script.name)
+    total = int(re.search(r"(\d+) requests in", out)[1])  # type: ignore[index]
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out)[1])  # type: ignore[index]
+    lat = {m[1]: float(m[2]) * _UNITS[m[3]] for m in _LATENCY.finditer(out)}
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    if non2xx:
+        sys.exit(f"{url}: {non2xx[1]} non-2xx answers; the benchmark setup is wrong:\n{out}")
+    cpu = (cpu_after - cpu_before) * 1e6 / total if pid else None
+    return Run(rps, lat.get("50", 0.0), lat.get("99", 0.0), cpu)
+
+
+def nginx_config(port: int, upstream_port: int, workdir: Path) -> Path:
+    """A one-worker reverse proxy with upstream keep-alive."""
+    conf = workdir / "nginx.conf"
+    conf.write_text(f"""
+worker_processes 1;
+daemon off;
+pid {workdir}/nginx.pid;
+error_log {workdir}/error.log warn;
+events {{ worker_connections 1024; }}
+http {{
+    access_log off;
+    upstream app {{ server 127.0.0.1:{upstream_port}; keepalive 64; }}
+    server {{
+        listen 127.0.0.1:{port};
+        location / {{
+            proxy_pass http://app;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }}
+    }}
+}}
+""")
+    return conf
+
+
+def gateway_env(port: int, upstream: str, *, full: bool, jwks: str, issuer: str) -> dict[str, str]:
+    """Settings of a gateway under test: the plain proxy, or the full chain."""
+    auth = "token" if full else "public"
+    routes = [
+        {
+            "prefix": "/v1/products",
+            "upstream": "catalog",
+            "auth": auth,
+            "scope": "catalog:read" if full else None,
+        }
+    ]
+    return {
+        "GATEWAY_PORT": str(port),
+        "GATEWAY_ENVIRONMENT": "test",
+        "GATEWAY_UPSTREAMS": json.dumps({"catalog": {"url": upstream}}),
+        "GATEWAY_ROUTES": json.dumps(routes),
+        "GATEWAY_RATE_LIMITING": "true" if full else "false",
+        "GATEWAY_RATE_LIMITS": json.dumps(
+            {p: {"quota": 10**9, "window": 60} for p in ("user", "anonymous", "token")}
+        ),
+        "GATEWAY_JWT_JWKS_URL": jwks,
+        "GATEWAY_JWT_ISSUER": issuer,
+        "GATEWAY_LOG_LEVEL": "INFO" if full else "WARNING",
+    }
+
+
+def median_run(runs: list[Run]) -> Run:
+    """The per-field medians of several runs."""
+    cpus = [r.cpu_us for r in runs if r.cpu_us is not None]
+    return Run(
+        statistics.median(r.rps for r in runs),
+        statistics.median(r.p50_ms for r in runs),
+        statistics.median(r.p99_ms for r in runs),
+        statistics.median(cpus) if cpus else None,
+    )
+
+
+def table(title: str, results: dict[str, Run], baseline: str) -> None:
+    """Print one layout's table with ratios to the baseline's req/s."""
+    print(f"\n{title}")
+    print(
+        f"  {'configuration':<28}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'proxy CPU µs/req':>18}{'vs ' + baseline:>14}"
+    )
+    base = results[baseline].rps
+    for name, run in results.items():
+        cpu = f"{run.cpu_us:.0f}" if run.cpu_us is not None else "-"
+        print(
+            f"  {name:<28}{run.rps:>10.0f}{run.p50_ms:>9.2f}{run.p99_ms:>9.2f}{cpu:>18}{run.rps / base:>13.2f}x"
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seconds", type=float, default=8)
+    parser.add_argument("--connections", type=int, default=32)
+    args = parser.parse_args()
+    ensure_tools()
+    from bazaar.shared.testing.tokens import TokenIssuer  # a signed token and its JWKS
+
+    issuer = TokenIssuer()
+    token = issuer.issue("bench-user", ("catalog:read",), expires_in=3600)
+    procs: list[subprocess.Popen[bytes]] = []
+    work = Path(tempfile.mkdtemp(prefix="bazaar-bench-"))
+    try:
+        jwks_port = free_port()
+        (work / "jwks.json").write_text(json.dumps(issuer.jwks()))
+        procs.append(
+            start(
+                [
+                    sys.executable,
+                    "-m",
+                    "http.server",
+                    str(jwks_port),
+                    "-b",
+                    "127.0.0.1",
+                    "-d",
+                    str(work),
+                ],
+                LOAD_CPU,
+            )
+        )
+        jwks = f"http://127.0.0.1:{jwks_port}/jwks.json"
+        up_port = free_port()
+        procs.append(
+            start([sys.executable, str(ROOT / "bench" / "upstream.py"), str(up_port)], LOAD_CPU)
+        )
+        upstream = f"http://127.0.0.1:{up_port}"
+        nginx_port, plain_port, full_port = free_port(), free_port(), free_port()
+        nginx = start(["nginx", "-c", str(nginx_config(nginx_port, up_port, work))], PROXY_CPU)
+        plain = start(
+            [str(BIN / "bazaar-gateway"), "serve"],
+            PROXY_CPU,
+            gateway_env(plain_port, upstream, full=False, jwks=jwks, issuer=TokenIssuer.ISSUER),
+        )
+        full = start(
+            [str(BIN / "bazaar-gateway"), "serve"],
+            PROXY_CPU,
+            gateway_env(full_port, upstream, full=True, jwks=jwks, issuer=TokenIssuer.ISSUER),
+        )
+        procs += [nginx, plain, full]
+        path = "/v1/products/3fa85f64-5717-4562-b3fc-2c963f66afa6"
+        auth = {"Authorization": f"Bearer {token}"}
+        targets = {
+            "upstream directly": (f"{upstream}{path}", {}, None),
+            "nginx (1 worker)": (f"http://127.0.0.1:{nginx_port}{path}", {}, nginx.pid),
+            "gateway, plain": (f"http://127.0.0.1:{plain_port}{path}", {}, plain.pid),
+            "gateway, full chain": (f"http://127.0.0.1:{full_port}{path}", auth, full.pid),
+        }
+        for url, headers, _ in targets.values():
+            wait_http(url, headers)
+        runs: dict[str, list[Run]] = {name: [] for name in targets}
+        for _ in range(args.rounds):
+            for name, (url, headers, pid) in targets.items():
+                runs[name].append(wrk(url, args.seconds, args.connections, headers, pid))
+        results = {name: median_run(r) for name, r in runs.items()}
+        print(
+            f"{os.cpu_count()} cores; wrk -t1 -c{args.connections} keep-alive, {args.seconds:.0f} s x {args.rounds} rounds, medians"
+        )
+        table("Proxy-bound layout (proxy alone on core 1)", results, "nginx (1 worker)")
+        full_r, plain_r, nginx_r = (
+            results["gateway, full chain"],
+            results["gateway, plain"],
+            results["nginx (1 worker)"],
+        )
+        print(
+            f"\n  full chain / nginx req/s: {full_r.rps / nginx_r.rps:.2f} (target >= 0.50, stretch 0.65)"
+        )
+        print(
+            f"  full chain cost vs plain gateway: {1 - full_r.rps / plain_r.rps:.0%} of req/s (target <= 20%)"
+        )
+        rate = full_r.rps / 2
+        paced = {
+            name: wrk(
+                targets[name][0],
+                args.seconds,
+                args.connections,
+                targets[name][1],
+                targets[name][2],
+                rate=rate,
+            )
+            for name in ("upstream directly", "gateway, full chain")
+        }
+        added50 = paced["gateway, full chain"].p50_ms - paced["upstream directly"].p50_ms
+        added99 = paced["gateway, full chain"].p99_ms - paced["upstream directly"].p99_ms
+        print(
+            f"  added latency at half the full chain's peak ({rate:.0f} req/s): p50 {added50:.2f} ms (target <= 1), p99 {added99:.2f} ms (target <= 5)"
+        )
+    finally:
+        for proc in procs:
+            proc.send_signal(signal.SIGTERM)
+        for proc in procs:
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
