@@ -11,7 +11,6 @@ Needs Debian's wrk and nginx (installed here when missing). Sends traffic to 127
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import re
@@ -23,7 +22,6 @@ import sys
 import tempfile
 import time
 import urllib.request
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -204,13 +202,15 @@ def table(title: str, results: dict[str, Run], baseline: str) -> None:
     """Print one layout's table with ratios to the baseline's req/s."""
     print(f"\n{title}")
     print(
-        f"  {'configuration':<28}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'proxy CPU µs/req':>18}{'vs ' + baseline:>14}"
+        f"  {'configuration':<28}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}"
+        f"{'proxy CPU µs/req':>18}{'vs ' + baseline:>14}"
     )
     base = results[baseline].rps
     for name, run in results.items():
         cpu = f"{run.cpu_us:.0f}" if run.cpu_us is not None else "-"
         print(
-            f"  {name:<28}{run.rps:>10.0f}{run.p50_ms:>9.2f}{run.p99_ms:>9.2f}{cpu:>18}{run.rps / base:>13.2f}x"
+            f"  {name:<28}{run.rps:>10.0f}{run.p50_ms:>9.2f}{run.p99_ms:>9.2f}"
+            f"{cpu:>18}{run.rps / base:>13.2f}x"
         )
 
 
@@ -280,7 +280,8 @@ def main() -> None:
                 runs[name].append(wrk(url, args.seconds, args.connections, headers, pid))
         results = {name: median_run(r) for name, r in runs.items()}
         print(
-            f"{os.cpu_count()} cores; wrk -t1 -c{args.connections} keep-alive, {args.seconds:.0f} s x {args.rounds} rounds, medians"
+            f"{os.cpu_count()} cores; wrk -t1 -c{args.connections} keep-alive, "
+            f"{args.seconds:.0f} s x {args.rounds} rounds, medians"
         )
         table("Proxy-bound layout (proxy alone on core 1)", results, "nginx (1 worker)")
         full_r, plain_r, nginx_r = (
@@ -289,10 +290,12 @@ def main() -> None:
             results["nginx (1 worker)"],
         )
         print(
-            f"\n  full chain / nginx req/s: {full_r.rps / nginx_r.rps:.2f} (target >= 0.50, stretch 0.65)"
+            f"\n  full chain / nginx req/s: {full_r.rps / nginx_r.rps:.2f}"
+            " (target >= 0.50, stretch 0.65)"
         )
         print(
-            f"  full chain cost vs plain gateway: {1 - full_r.rps / plain_r.rps:.0%} of req/s (target <= 20%)"
+            f"  full chain cost vs plain gateway: {1 - full_r.rps / plain_r.rps:.0%} of req/s"
+            " (target <= 20%)"
         )
         rate = full_r.rps / 2
         paced = {
@@ -309,7 +312,8 @@ def main() -> None:
         added50 = paced["gateway, full chain"].p50_ms - paced["upstream directly"].p50_ms
         added99 = paced["gateway, full chain"].p99_ms - paced["upstream directly"].p99_ms
         print(
-            f"  added latency at half the full chain's peak ({rate:.0f} req/s): p50 {added50:.2f} ms (target <= 1), p99 {added99:.2f} ms (target <= 5)"
+            f"  added latency at half the full chain's peak ({rate:.0f} req/s): "
+            f"p50 {added50:.2f} ms (target <= 1), p99 {added99:.2f} ms (target <= 5)"
         )
     finally:
         for proc in procs:

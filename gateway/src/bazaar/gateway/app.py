@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections.abc import Awaitable, Callable
 
 import aiohttp
 import redis.asyncio
@@ -16,7 +17,7 @@ from bazaar.gateway.config import GatewaySettings
 from bazaar.gateway.docs import OpenApiAggregator, docs_routes
 from bazaar.gateway.errors import problem
 from bazaar.gateway.metrics import GatewayMetrics
-from bazaar.gateway.pipeline import Pipeline
+from bazaar.gateway.pipeline import SECURITY_HEADERS, Pipeline
 from bazaar.gateway.proxy import Upstream
 from bazaar.gateway.ratelimit import (
     FallbackRateLimiter,
@@ -24,7 +25,9 @@ from bazaar.gateway.ratelimit import (
     RateLimiter,
     RedisRateLimiter,
 )
+from bazaar.gateway.tracing import TraceContext, continue_or_start
 from bazaar.shared.auth import TokenVerifier
+from bazaar.shared.middleware import accept_request_id
 
 log = logging.getLogger("bazaar.gateway")
 
@@ -50,7 +53,7 @@ def create_app(settings: GatewaySettings | None = None) -> web.Application:
             log.warning("rate limiting in-process: Redis failed (%s)", type(exc).__name__)
 
         limiter = FallbackRateLimiter(
-            RedisRateLimiter(redis_client, prefix="bazaar:ratelimit:"),
+            RedisRateLimiter(redis_client, prefix=settings.redis_prefix),
             memory,
             on_fallback=fell_back,
             timeout=settings.redis_timeout_seconds,
@@ -63,7 +66,10 @@ def create_app(settings: GatewaySettings | None = None) -> web.Application:
         metrics=metrics,
     )
 
-    app = web.Application(client_max_size=settings.max_body_bytes)
+    # auto_decompress off: a gzip request body is forwarded as the client encoded it.
+    app = web.Application(
+        client_max_size=settings.max_body_bytes, handler_args={"auto_decompress": False}
+    )
     app[SETTINGS], app[METRICS], app[UPSTREAMS] = settings, metrics, upstreams
 
     sources = {name: f"{u.base}/openapi.json" for name, u in upstreams.items()}
@@ -87,13 +93,38 @@ def create_app(settings: GatewaySettings | None = None) -> web.Application:
 
     app.on_startup.append(start)
     app.on_cleanup.append(stop)
-    app.router.add_get("/healthz", _healthz)
-    app.router.add_get("/readyz", _readyz)
-    app.router.add_get("/metrics", _metrics)
-    app.router.add_get("/version", _version)
-    app.add_routes(docs_routes(aggregator))  # /openapi.json, /docs, /docs/static/{name}
+    app.router.add_get("/healthz", _with_context(_healthz))
+    app.router.add_get("/readyz", _with_context(_readyz))
+    app.router.add_get("/metrics", _with_context(_metrics))
+    app.router.add_get("/version", _with_context(_version))
+    # /openapi.json, /docs, /docs/static/{name}
+    app.add_routes(
+        web.route(r.method, r.path, _with_context(r.handler), **r.kwargs)
+        for r in docs_routes(aggregator)
+        if isinstance(r, web.RouteDef)
+    )
     app.router.add_route("*", "/{tail:.*}", pipeline.handle)
     return app
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+TRACE = web.RequestKey("trace", TraceContext)
+
+
+def _with_context(handler: Handler) -> Handler:
+    """The gateway's own endpoints carry the same ids and security headers as the rest."""
+
+    async def wrapped(request: web.Request) -> web.StreamResponse:
+        trace = continue_or_start(request.headers.get("traceparent"))
+        request_id = accept_request_id(request.headers.get("X-Request-ID"))
+        request[TRACE] = trace
+        response: web.StreamResponse = await handler(request)
+        response.headers.update(
+            {"X-Request-ID": request_id, "X-Trace-Id": trace.trace_id, **SECURITY_HEADERS}
+        )
+        return response
+
+    return wrapped
 
 
 async def _healthz(_request: web.Request) -> web.Response:
@@ -126,7 +157,7 @@ async def _readyz(request: web.Request) -> web.Response:
         "Not Ready",
         f"Upstreams unavailable: {failing}.",
         instance="/readyz",
-        trace_id="",
+        trace_id=request[TRACE].trace_id,
     )
     body = json.loads(response.body)  # type: ignore[arg-type]
     body["checks"] = checks

@@ -87,6 +87,8 @@ class GatewaySettings(ProcessSettings):
     #: Shared counters for every replica; without it each replica counts on its own.
     redis_url: str | None = None
     redis_timeout_seconds: float = Field(default=0.05, gt=0)
+    #: Key prefix of the counters (one per deployment sharing a Redis).
+    redis_prefix: str = "bazaar:ratelimit:"
     #: Peers (IPs or CIDRs) whose X-Forwarded-For is believed.
     trusted_proxies: tuple[str, ...] = ()
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)

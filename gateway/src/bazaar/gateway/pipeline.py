@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import logging
 import time
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, unquote_plus
 
 from aiohttp import web
 from multidict import CIMultiDict
@@ -12,6 +14,7 @@ from multidict import CIMultiDict
 from bazaar.gateway.authn import Authenticator, require
 from bazaar.gateway.clientaddr import ClientAddress
 from bazaar.gateway.config import GatewaySettings
+from bazaar.gateway.cors import Cors
 from bazaar.gateway.errors import (
     GatewayError,
     NotRouted,
@@ -75,6 +78,7 @@ class Pipeline:
         self.limiter = limiter
         self.metrics = metrics
         self.clients = ClientAddress(settings.trusted_proxies)
+        self.cors = Cors(settings.cors_origins)
         self.policies = {
             name: Policy(name, p.quota, p.window) for name, p in settings.rate_limits.items()
         }
@@ -88,14 +92,36 @@ class Pipeline:
         own = {"X-Request-ID": request_id, "X-Trace-Id": trace.trace_id, **SECURITY_HEADERS}
         route: Route | None = None
         client = self.clients.resolve(request.remote, request.headers.get("X-Forwarded-For"))
+        own.update(self.cors.headers(request.headers.get("Origin")))
+        response: web.StreamResponse
         try:
-            route = self.routes.match(request.method, request.path)
-            if route is None:
-                raise NotRouted(f"No route serves {request.path}.")
-            response = await self._through(request, route, trace, request_id, client, own)
-        except GatewayError as exc:
-            exc.headers.update(own)
-            response = error_response(exc, instance=request.path, trace_id=trace.trace_id)
+            if self.cors.is_preflight(request):
+                response = self.cors.preflight(request, own)
+            else:
+                if not is_plain_path(request):
+                    raise NotRouted("No route serves this path.")
+                route = self.routes.match(request.method, request.path)
+                if route is None:
+                    raise NotRouted(f"No route serves {request.path}.")
+                response = await self._through(request, route, trace, request_id, client, own)
+        except GatewayError as caught:
+            failure = caught
+            if "RateLimit" not in own:
+                # Early answers (404, 401, 413…) are counted and limited too, by address:
+                # otherwise forged tokens or probes could be sent without any limit.
+                verdict = (
+                    await self._limit([(self.policies["anonymous"], client)])
+                    if self.settings.rate_limiting
+                    else Verdict([])
+                )
+                own.update(verdict.headers())
+                if not verdict.allowed:
+                    failure = RateLimited(
+                        "Too many requests; retry later.",
+                        headers={"Retry-After": str(verdict.retry_after)},
+                    )
+            failure.headers.update(own)
+            response = error_response(failure, instance=request.path, trace_id=trace.trace_id)
         finally:
             request_id_var.reset(token)
         self._record(request, route, response, started, trace, request_id, client)
@@ -120,7 +146,9 @@ class Pipeline:
         if request.can_read_body and (length is None or config.rate_limit == "token"):
             body = await self._read_bounded(request)
         principal = await self._principal(request, route)
-        verdict = await self._rate_limit(route, principal, client, body)
+        verdict = await self._rate_limit(
+            route, principal, client, body, request.headers.get("Authorization")
+        )
         if verdict.decisions:
             own.update(verdict.headers())
         if not verdict.allowed:
@@ -165,7 +193,12 @@ class Pipeline:
         return principal
 
     async def _rate_limit(
-        self, route: Route, principal: Principal | None, client: str, body: bytes | None
+        self,
+        route: Route,
+        principal: Principal | None,
+        client: str,
+        body: bytes | None,
+        authorization: str | None,
     ) -> Verdict:
         if not self.settings.rate_limiting:
             return Verdict([])
@@ -176,11 +209,14 @@ class Pipeline:
             checks.append((self.policies["anonymous"], client))
         extra = route.config.rate_limit
         if extra == "token":
-            who = _token_subject(body)
+            who = _token_subject(body, authorization)
             if who is not None:  # refresh grants count only against the address policy
                 checks.append((self.policies["token"], f"{client}|{who}"))
         elif extra is not None:
             checks.append((self.policies[extra], principal.subject if principal else client))
+        return await self._limit(checks)
+
+    async def _limit(self, checks: list[tuple[Policy, str]]) -> Verdict:
         verdict = await self.limiter.hit(checks)
         for decision in verdict.decisions:
             outcome = "allowed" if decision.allowed else "denied"
@@ -239,7 +275,7 @@ class Pipeline:
         )
 
 
-def _token_subject(body: bytes | None) -> str | None:
+def _token_subject(body: bytes | None, authorization: str | None) -> str | None:
     """Whom a token request is about: the username, or the client id of client credentials."""
     if not body:
         return None
@@ -251,5 +287,32 @@ def _token_subject(body: bytes | None) -> str | None:
     if grant == "password":
         return form.get("username", [""])[0].strip().lower() or None
     if grant == "client_credentials":
-        return form.get("client_id", [""])[0] or None
+        return form.get("client_id", [""])[0] or _basic_client_id(authorization)
     return None
+
+
+def _basic_client_id(authorization: str | None) -> str | None:
+    """The client id of HTTP Basic client authentication (RFC 6749 §2.3.1)."""
+    if authorization is None:
+        return None
+    scheme, _, encoded = authorization.partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    try:
+        decoded = base64.b64decode(encoded.strip(), validate=True).decode()
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    client_id = unquote_plus(decoded.partition(":")[0])
+    return client_id or None
+
+
+def is_plain_path(request: web.Request) -> bool:
+    """No dot segments, encoded slashes or backslashes: the path routed is the path sent.
+
+    Upstream servers normalise `/v1/products/../reservations`; the gateway must not route
+    it as a product path (it would skip the internal-path rule and scope checks).
+    """
+    raw = request.rel_url.raw_path.lower()
+    if "%2f" in raw or "%5c" in raw or "\\" in raw:
+        return False
+    return not any(segment in (".", "..") for segment in request.path.split("/"))

@@ -12,7 +12,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 
 from bazaar.gateway.breaker import BreakerOpen, CircuitBreaker
 from bazaar.gateway.config import SAFE_METHODS, UpstreamConfig
-from bazaar.gateway.errors import BadGateway, UpstreamTimeout, UpstreamUnavailable
+from bazaar.gateway.errors import BadGateway, GatewayError, UpstreamTimeout, UpstreamUnavailable
 from bazaar.gateway.metrics import GatewayMetrics
 
 # RFC 9110 §7.6.1: meaningful for one connection only, never forwarded (nor those that
@@ -82,6 +82,9 @@ class Upstream:
             auto_decompress=False,  # bytes pass through as the upstream encoded them
             skip_auto_headers=("User-Agent", "Accept-Encoding", "Content-Type"),
         )
+        # aiohttp would also resend PUT/DELETE once on a dropped keep-alive connection;
+        # the gateway retries safe methods only, itself (see _forward).
+        self.session._retry_connection = False
 
     async def close(self) -> None:
         """Close the session."""
@@ -133,7 +136,11 @@ class Upstream:
             total=seconds, sock_connect=self.config.connect_timeout
         )
         for attempt in range(attempts):
-            data = body if body is not None else _body_stream(request)
+            data: bytes | AsyncIterator[bytes] | None = (
+                body if body is not None else _body_stream(request)
+            )
+            if body is None and not request.can_read_body:
+                data = None  # no body: send none (not an empty chunked one)
             started = time.perf_counter()
             try:
                 upstream = await self.session.request(
@@ -158,9 +165,17 @@ class Upstream:
             else:
                 self.breaker.on_success()
             try:
+                if upstream.status >= 500 and not _is_problem(upstream):
+                    # Whatever an upstream's failure page holds (a stack trace, internals)
+                    # stays here; the client gets the gateway's own problem, same status
+                    # (but never 500: that would blame the gateway).
+                    raise _upstream_failure(self.name, upstream)
                 return await _relay(request, upstream, extra)
             except TimeoutError as exc:
                 raise UpstreamTimeout(f"The {self.name} service stalled mid-answer.") from exc
+            except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError) as exc:
+                self._failed("reset")
+                raise BadGateway(f"The {self.name} service broke off its answer.") from exc
             finally:
                 upstream.release()
         raise AssertionError("unreachable")  # pragma: no cover
@@ -168,6 +183,21 @@ class Upstream:
     def _failed(self, kind: str) -> None:
         self.breaker.on_failure()
         self._metrics.upstream_errors.labels(self.name, kind).inc()
+
+
+def _upstream_failure(name: str, upstream: aiohttp.ClientResponse) -> GatewayError:
+    detail = f"The {name} service failed ({upstream.status})."
+    retry_after = upstream.headers.get("Retry-After")
+    headers = {"Retry-After": retry_after} if retry_after else {}
+    if upstream.status == 503:
+        return UpstreamUnavailable(detail, headers=headers)
+    if upstream.status == 504:
+        return UpstreamTimeout(detail)
+    return BadGateway(detail, headers=headers)
+
+
+def _is_problem(upstream: aiohttp.ClientResponse) -> bool:
+    return upstream.content_type == "application/problem+json"
 
 
 async def _body_stream(request: web.Request) -> AsyncIterator[bytes]:
@@ -193,7 +223,12 @@ async def _relay(
     if length is not None:
         response.content_length = length
     await response.prepare(request)
-    async for chunk in upstream.content.iter_chunked(CHUNK):
-        await response.write(chunk)
+    try:
+        async for chunk in upstream.content.iter_chunked(CHUNK):
+            await response.write(chunk)
+    except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError) as exc:
+        # The status line is gone: the only honest signal left is to cut the connection,
+        # so the client sees an incomplete answer rather than a complete-looking one.
+        raise ConnectionResetError("the upstream broke off its answer mid-stream") from exc
     await response.write_eof()
     return response

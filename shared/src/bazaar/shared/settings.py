@@ -85,7 +85,6 @@ class ProcessSettings(BaseSettings):
         )
 
 
-
 class ServiceSettings(ProcessSettings):
     """Settings of a service with a database; subclasses set `env_prefix` (e.g. CATALOG_)."""
 
