@@ -56,9 +56,23 @@ class GatewayMetrics:
             ["upstream"],
             registry=r,
         )
+        self._children: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
         self.deprecated = Counter(
             "gateway_deprecated_route_use",
             "Uses of deprecated routes, by route and client.",
             ["route", "client"],
             registry=r,
         )
+
+    def observe(self, route: str, method: str, status: int, seconds: float) -> None:
+        """Count one answer and its duration (label children looked up once, then reused)."""
+        key = (route, method, status)
+        children = self._children.get(key)
+        if children is None:
+            children = (
+                self.requests.labels(route, method, str(status)),
+                self.duration.labels(route),
+            )
+            self._children[key] = children
+        children[0].inc()
+        children[1].observe(seconds)

@@ -52,6 +52,9 @@ IDENTITY_HEADERS = (
     "x-consumer-username",
 )
 IDENTITY_PREFIXES = ("x-auth-", "x-bazaar-")
+#: Metric labels take these as they are; any other method token counts as OTHER (a client
+#: must not be able to create unbounded series).
+KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
@@ -255,15 +258,15 @@ class Pipeline:
     ) -> None:
         elapsed = time.perf_counter() - started
         label = route.label if route else "unmatched"
-        self.metrics.requests.labels(label, request.method, str(response.status)).inc()
-        self.metrics.duration.labels(label).observe(elapsed)
+        method = request.method if request.method in KNOWN_METHODS else "OTHER"
+        self.metrics.observe(label, method, response.status, elapsed)
         access_log.info(
             "%s %s %s",
             request.method,
             request.path,
             response.status,
             extra={
-                "http_method": request.method,
+                "http_method": method,
                 "http_route": label,
                 "http_status": response.status,
                 "duration_ms": round(elapsed * 1000, 2),

@@ -70,6 +70,7 @@ class Upstream:
         )
         self._slots = asyncio.Semaphore(config.max_concurrency)
         self._metrics = metrics
+        self._timeouts: dict[float, aiohttp.ClientTimeout] = {}
         self.session: aiohttp.ClientSession | None = None
 
     async def start(self) -> None:
@@ -108,13 +109,16 @@ class Upstream:
                 f"The {self.name} service is unavailable right now.",
                 headers={"Retry-After": str(exc.retry_after)},
             ) from None
-        try:
-            async with asyncio.timeout(SLOT_WAIT_SECONDS):
-                await self._slots.acquire()
-        except TimeoutError:
-            raise UpstreamUnavailable(
-                f"The {self.name} service is saturated.", headers={"Retry-After": "1"}
-            ) from None
+        if self._slots.locked():  # saturated: wait a little for a slot, then shed
+            try:
+                async with asyncio.timeout(SLOT_WAIT_SECONDS):
+                    await self._slots.acquire()
+            except TimeoutError:
+                raise UpstreamUnavailable(
+                    f"The {self.name} service is saturated.", headers={"Retry-After": "1"}
+                ) from None
+        else:
+            await self._slots.acquire()  # free: no timer needed (the hot path)
         try:
             return await self._forward(request, headers, body, seconds, extra_response_headers)
         finally:
@@ -132,9 +136,7 @@ class Upstream:
         assert self.session is not None
         url = self.base + request.rel_url.raw_path_qs
         attempts = 2 if request.method in SAFE_METHODS else 1
-        client_timeout = aiohttp.ClientTimeout(
-            total=seconds, sock_connect=self.config.connect_timeout
-        )
+        client_timeout = self._timeout(seconds)
         for attempt in range(attempts):
             data: bytes | AsyncIterator[bytes] | None = (
                 body if body is not None else _body_stream(request)
@@ -179,6 +181,14 @@ class Upstream:
             finally:
                 upstream.release()
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _timeout(self, seconds: float) -> aiohttp.ClientTimeout:
+        """One ClientTimeout per route timeout, made once (not per request)."""
+        cached = self._timeouts.get(seconds)
+        if cached is None:
+            cached = aiohttp.ClientTimeout(total=seconds, sock_connect=self.config.connect_timeout)
+            self._timeouts[seconds] = cached
+        return cached
 
     def _failed(self, kind: str) -> None:
         self.breaker.on_failure()
