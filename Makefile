@@ -40,6 +40,7 @@ SERVICES := auth catalog
 
 contracts: deps ## regenerate the committed OpenAPI documents
 	@for s in $(SERVICES); do $(UV) run --locked bazaar-$$s openapi --output contracts/openapi/$$s.json; done
+	$(UV) run --locked python -m bazaar.gateway.contract contracts/openapi
 
 db: deps ## create and migrate the databases (no seed, no serve)
 	@for s in $(SERVICES); do $(UV) run --locked bazaar-$$s create-db && $(UV) run --locked bazaar-$$s migrate; done
