@@ -6,7 +6,7 @@ import time
 from collections import OrderedDict
 
 from bazaar.gateway.errors import Forbidden, Unauthorized
-from bazaar.shared.auth import InvalidToken, Principal, TokenVerifier
+from bazaar.shared.auth import Principal, TokenVerifier
 
 MISSING_CHALLENGE = "Bearer"
 
@@ -34,10 +34,7 @@ class Authenticator:
         if cached is not None and cached[1] > time.time():
             self._cache.move_to_end(token)
             return cached[0]
-        try:
-            principal = await self._verifier.verify(token)
-        except InvalidToken as exc:
-            raise Unauthorized(exc.detail or "The token is invalid.", headers=exc.headers) from None
+        principal = await self._verifier.verify(token)  # InvalidToken is the shared 401
         if self._size:
             self._cache[token] = (principal, float(principal.claims["exp"]))
             if len(self._cache) > self._size:

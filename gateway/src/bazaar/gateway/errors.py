@@ -1,4 +1,4 @@
-"""The gateway's own answers: RFC 9457 problems, one table from failure to status."""
+"""The gateway's own answers: RFC 9457 problems built from the shared ProblemError classes."""
 
 from __future__ import annotations
 
@@ -7,68 +7,60 @@ from collections.abc import Mapping
 
 from aiohttp import web
 
-from bazaar.shared.problem import PROBLEM_CONTENT_TYPE, Problem
+from bazaar.shared.problem import (
+    PROBLEM_CONTENT_TYPE,
+    Forbidden,
+    NotFound,
+    PayloadTooLarge,
+    Problem,
+    ProblemError,
+    Unauthorized,
+)
+
+#: Every failure the gateway answers itself is a ProblemError (the shared error type).
+GatewayError = ProblemError
+
+__all__ = [
+    "BadGateway",
+    "Forbidden",
+    "GatewayError",
+    "NotRouted",
+    "PayloadTooLarge",
+    "RateLimited",
+    "Unauthorized",
+    "UpstreamTimeout",
+    "UpstreamUnavailable",
+    "error_response",
+    "problem",
+]
 
 
-class GatewayError(Exception):
-    """A failure the gateway answers itself."""
-
-    status = 500
-    slug = "internal-error"
-    title = "Internal Server Error"
-
-    def __init__(self, detail: str, *, headers: Mapping[str, str] | None = None) -> None:
-        super().__init__(detail)
-        self.detail = detail
-        self.headers = dict(headers or {})
-
-
-class NotRouted(GatewayError):
+class NotRouted(NotFound):
     """No route serves this path (internal paths included)."""
 
-    status, slug, title = 404, "not-found", "Not Found"
 
-
-class PayloadTooLarge(GatewayError):
-    """The request body exceeds the configured limit."""
-
-    status, slug, title = 413, "payload-too-large", "Payload Too Large"
-
-
-class RateLimited(GatewayError):
+class RateLimited(ProblemError):
     """A rate-limit policy is exhausted for this client."""
 
     status, slug, title = 429, "rate-limited", "Too Many Requests"
 
 
-class BadGateway(GatewayError):
-    """The upstream refused or reset the connection."""
+class BadGateway(ProblemError):
+    """The upstream refused or reset the connection, or failed without a problem answer."""
 
     status, slug, title = 502, "bad-gateway", "Bad Gateway"
 
 
-class UpstreamUnavailable(GatewayError):
+class UpstreamUnavailable(ProblemError):
     """The upstream's breaker is open, or it is saturated."""
 
     status, slug, title = 503, "upstream-unavailable", "Upstream Unavailable"
 
 
-class UpstreamTimeout(GatewayError):
+class UpstreamTimeout(ProblemError):
     """The upstream did not answer in time."""
 
     status, slug, title = 504, "upstream-timeout", "Upstream Timeout"
-
-
-class Unauthorized(GatewayError):
-    """The route needs a valid token."""
-
-    status, slug, title = 401, "unauthorized", "Unauthorized"
-
-
-class Forbidden(GatewayError):
-    """The token lacks the route's scope."""
-
-    status, slug, title = 403, "forbidden", "Forbidden"
 
 
 def problem(
@@ -86,18 +78,18 @@ def problem(
     return web.Response(
         status=status,
         body=json.dumps(body).encode(),
-        content_type=PROBLEM_CONTENT_TYPE.split(";")[0],
+        content_type=PROBLEM_CONTENT_TYPE,
         headers=dict(headers or {}),
     )
 
 
-def error_response(exc: GatewayError, *, instance: str, trace_id: str) -> web.Response:
+def error_response(exc: ProblemError, *, instance: str, trace_id: str) -> web.Response:
     """The problem answer of a gateway failure."""
     return problem(
         exc.status,
         exc.slug,
         exc.title,
-        exc.detail,
+        exc.detail or exc.title,
         instance=instance,
         trace_id=trace_id,
         headers=exc.headers,
