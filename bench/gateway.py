@@ -3,7 +3,8 @@
     uv run python bench/gateway.py [--rounds 3] [--seconds 8] [--connections 32]
 
 Proxy-bound layout: the upstream (bench/upstream.py) and wrk share core 0, the proxy under
-test runs alone on core 1 (taskset). Configurations alternate over the rounds; the table
+test runs alone on core 1 (taskset). bench/minimal_proxy.py is the floor: the least an
+aiohttp proxy can do, to tell the gateway's own cost from aiohttp's. Configurations alternate over the rounds; the table
 gives medians. Realistic layout: the same chain through to catalog's GET /v1/products/{id}.
 Needs Debian's wrk and nginx (installed here when missing). Sends traffic to 127.0.0.1 only.
 """
@@ -252,6 +253,12 @@ def main() -> None:
         )
         upstream = f"http://127.0.0.1:{up_port}"
         nginx_port, plain_port, full_port = free_port(), free_port(), free_port()
+        minimal_port = free_port()
+        minimal = start(
+            [sys.executable, str(ROOT / "bench" / "minimal_proxy.py"), str(minimal_port), upstream],
+            PROXY_CPU,
+        )
+        procs.append(minimal)
         nginx = start(["nginx", "-c", str(nginx_config(nginx_port, up_port, work))], PROXY_CPU)
         plain = start(
             [str(BIN / "bazaar-gateway"), "serve"],
@@ -269,6 +276,7 @@ def main() -> None:
         targets = {
             "upstream directly": (f"{upstream}{path}", {}, None),
             "nginx (1 worker)": (f"http://127.0.0.1:{nginx_port}{path}", {}, nginx.pid),
+            "minimal aiohttp proxy": (f"http://127.0.0.1:{minimal_port}{path}", {}, minimal.pid),
             "gateway, plain": (f"http://127.0.0.1:{plain_port}{path}", {}, plain.pid),
             "gateway, full chain": (f"http://127.0.0.1:{full_port}{path}", auth, full.pid),
         }
