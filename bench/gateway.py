@@ -215,6 +215,91 @@ def table(title: str, results: dict[str, Run], baseline: str) -> None:
         )
 
 
+def stop_all(procs: list[subprocess.Popen[bytes]]) -> None:
+    """SIGTERM every process, wait for it, kill what hangs."""
+    for proc in procs:
+        proc.send_signal(signal.SIGTERM)
+    for proc in procs:
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def realistic(args: argparse.Namespace, token: str, work: Path) -> None:
+    """The same chain through to catalog's GET /v1/products/{id} (PostgreSQL behind it)."""
+    from bazaar.shared.testing.postgres import LOCAL_POSTGRES, with_database
+    from bazaar.shared.testing.tokens import TokenIssuer
+
+    server = os.environ.get("BAZAAR_TEST_DATABASE_URL", LOCAL_POSTGRES)
+    name = f"bazaar_bench_catalog_{os.getpid()}"
+    database = with_database(server, name)
+    catalog_port, nginx_port, gateway_port = free_port(), free_port(), free_port()
+    env = {
+        "CATALOG_DATABASE_URL": database,
+        "CATALOG_PORT": str(catalog_port),
+        "CATALOG_ENVIRONMENT": "test",
+        "CATALOG_LOG_LEVEL": "WARNING",
+    }
+    procs: list[subprocess.Popen[bytes]] = []
+    for command in ("create-db", "migrate", "seed"):
+        subprocess.run(
+            [str(BIN / "bazaar-catalog"), command],
+            env={**os.environ, **env},
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
+    try:
+        catalog = start([str(BIN / "bazaar-catalog"), "serve"], LOAD_CPU, env)
+        procs.append(catalog)
+        base = f"http://127.0.0.1:{catalog_port}"
+        wait_http(f"{base}/readyz")
+        with urllib.request.urlopen(f"{base}/v1/products?limit=1") as answer:
+            product = json.load(answer)["items"][0]["id"]
+        conf_dir = work / "realistic"
+        conf_dir.mkdir()
+        nginx = start(
+            ["nginx", "-c", str(nginx_config(nginx_port, catalog_port, conf_dir))], PROXY_CPU
+        )
+        jwks = f"http://127.0.0.1:{_jwks_port(work)}/jwks.json"
+        gateway = start(
+            [str(BIN / "bazaar-gateway"), "serve"],
+            PROXY_CPU,
+            gateway_env(gateway_port, base, full=True, jwks=jwks, issuer=TokenIssuer.ISSUER),
+        )
+        procs += [nginx, gateway]
+        path = f"/v1/products/{product}"
+        auth = {"Authorization": f"Bearer {token}"}
+        targets = {
+            "catalog directly": (f"{base}{path}", {}, None),
+            "nginx (1 worker)": (f"http://127.0.0.1:{nginx_port}{path}", {}, nginx.pid),
+            "gateway, full chain": (f"http://127.0.0.1:{gateway_port}{path}", auth, gateway.pid),
+        }
+        for url, headers, _ in targets.values():
+            wait_http(url, headers)
+        runs: dict[str, list[Run]] = {name: [] for name in targets}
+        for _ in range(args.rounds):
+            for label, (url, headers, pid) in targets.items():
+                runs[label].append(wrk(url, args.seconds, args.connections, headers, pid))
+        table(
+            "Realistic layout (catalog + PostgreSQL + wrk on core 0, proxy on core 1)",
+            {label: median_run(r) for label, r in runs.items()},
+            "catalog directly",
+        )
+    finally:
+        stop_all(procs)
+        subprocess.run(
+            ["psql", server, "-qc", f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'],
+            check=False,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+
+
+def _jwks_port(work: Path) -> int:
+    return int((work / "jwks.port").read_text())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
@@ -247,6 +332,7 @@ def main() -> None:
             )
         )
         jwks = f"http://127.0.0.1:{jwks_port}/jwks.json"
+        (work / "jwks.port").write_text(str(jwks_port))
         up_port = free_port()
         procs.append(
             start([sys.executable, str(ROOT / "bench" / "upstream.py"), str(up_port)], LOAD_CPU)
@@ -323,14 +409,9 @@ def main() -> None:
             f"  added latency at half the full chain's peak ({rate:.0f} req/s): "
             f"p50 {added50:.2f} ms (target <= 1), p99 {added99:.2f} ms (target <= 5)"
         )
+        realistic(args, token, work)
     finally:
-        for proc in procs:
-            proc.send_signal(signal.SIGTERM)
-        for proc in procs:
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        stop_all(procs)
         shutil.rmtree(work, ignore_errors=True)
 
 
