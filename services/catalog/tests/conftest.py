@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
-import re
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -28,8 +27,6 @@ from bazaar.shared.testing.tokens import JwksServer, TokenIssuer
 #: The scope of product writers, and the scope of the orders service's reservation token.
 WRITE = "catalog:write"
 RESERVE = "catalog:reserve"
-PROBLEM_TYPE = "application/problem+json"
-_TRACE_ID = re.compile(r"^[0-9a-f]{32}$")
 
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
@@ -163,29 +160,6 @@ def outbox_events(catalog_db: Any) -> Callable[..., Awaitable[list[dict[str, Any
         return [{**r["event"], "_row_type": r["type"], "_row_subject": r["subject"]} for r in rows]
 
     return events
-
-
-@pytest.fixture
-def expect_problem() -> Callable[..., dict[str, Any]]:
-    """Check a response is an RFC 9457 problem with this status and slug; return its body."""
-
-    def check(response: httpx.Response, status: int, slug: str) -> dict[str, Any]:
-        assert response.status_code == status, response.text
-        assert response.headers["content-type"] == PROBLEM_TYPE
-        body: dict[str, Any] = response.json()
-        assert body["type"].endswith("/" + slug), body
-        assert body["status"] == status
-        assert isinstance(body["title"], str) and body["title"]
-        assert isinstance(body["detail"], str) and body["detail"]
-        assert isinstance(body["trace_id"], str) and _TRACE_ID.match(body["trace_id"]), body
-        if slug == "validation-error":
-            assert body["errors"], body
-            for error in body["errors"]:
-                assert set(error) >= {"loc", "msg", "type"}, error
-                assert isinstance(error["loc"], list)
-        return body
-
-    return check
 
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -19,8 +18,6 @@ from fastapi import FastAPI
 from bazaar.auth.config import AuthSettings
 from bazaar.shared.auth import TokenVerifier, VerifierSettings
 
-PROBLEM_TYPE = "application/problem+json"
-_TRACE_ID = re.compile(r"^[0-9a-f]{32}$")
 CUSTOMER_PASSWORD = "correct horse battery"
 
 
@@ -190,29 +187,6 @@ def sign(
         return token
 
     return _sign
-
-
-@pytest.fixture
-def expect_problem() -> Callable[..., dict[str, Any]]:
-    """Check a response is an RFC 9457 problem with this status and slug; return its body."""
-
-    def check(response: httpx.Response, status: int, slug: str) -> dict[str, Any]:
-        assert response.status_code == status, response.text
-        assert response.headers["content-type"] == PROBLEM_TYPE
-        body: dict[str, Any] = response.json()
-        assert body["type"].endswith("/" + slug), body
-        assert body["status"] == status
-        assert isinstance(body["title"], str) and body["title"]
-        assert isinstance(body["detail"], str) and body["detail"]
-        assert isinstance(body["trace_id"], str) and _TRACE_ID.match(body["trace_id"]), body
-        if slug == "validation-error":
-            assert body["errors"], body
-            for error in body["errors"]:
-                assert set(error) >= {"loc", "msg", "type"}, error
-                assert isinstance(error["loc"], list)
-        return body
-
-    return check
 
 
 @pytest.fixture

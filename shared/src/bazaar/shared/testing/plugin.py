@@ -15,6 +15,7 @@ import pytest_asyncio
 
 from bazaar.shared.testing.infrastructure import Resolved
 from bazaar.shared.testing.postgres import DatabaseFactory, resolve_postgres
+from bazaar.shared.testing.problems import expect_problem
 from bazaar.shared.testing.redis import redis_client, redis_prefix, redis_server
 from bazaar.shared.testing.tokens import (  # re-exported fixtures
     TokenIssuer,
@@ -26,6 +27,7 @@ from bazaar.shared.testing.tokens import (  # re-exported fixtures
 __all__ = [
     "TokenIssuer",
     "database_factory",
+    "expect_problem",
     "jwks_server",
     "postgres_server",
     "redis_client",
