@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
+import asyncpg
 import httpx
 import pytest
 import pytest_asyncio
@@ -97,3 +99,29 @@ def token(client: httpx.AsyncClient) -> Callable[..., Awaitable[httpx.Response]]
 def bearer() -> Callable[[str], dict[str, str]]:
     """Authorization headers for an access token."""
     return lambda access_token: {"Authorization": f"Bearer {access_token}"}
+
+
+@pytest_asyncio.fixture
+async def auth_db(auth_app: FastAPI, auth_settings: AuthSettings) -> AsyncIterator[Any]:
+    """A plain asyncpg connection to the (emptied) auth database, for checking what is stored."""
+    conn = await asyncpg.connect(auth_settings.dsn())
+    for typename in ("json", "jsonb"):
+        await conn.set_type_codec(
+            typename, schema="pg_catalog", encoder=json.dumps, decoder=json.loads
+        )
+    try:
+        yield conn
+    finally:
+        await conn.close()
+
+
+@pytest.fixture
+def login(
+    token: Callable[..., Awaitable[httpx.Response]],
+) -> Callable[..., Awaitable[httpx.Response]]:
+    """POST a password grant for `username` and `password` (plus any other form fields)."""
+
+    async def _login(username: str, password: str, **form: str) -> httpx.Response:
+        return await token(grant_type="password", username=username, password=password, **form)
+
+    return _login
