@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from typing import Any
 
 from aiohttp import web
 
@@ -72,9 +73,18 @@ def problem(
     instance: str,
     trace_id: str,
     headers: Mapping[str, str] | None = None,
+    extensions: Mapping[str, Any] | None = None,
 ) -> web.Response:
     """A problem+json response."""
-    body = Problem(status, slug, title, detail, instance=instance, trace_id=trace_id).to_dict()
+    body = Problem(
+        status,
+        slug,
+        title,
+        detail,
+        instance=instance,
+        trace_id=trace_id,
+        extensions=dict(extensions or {}),
+    ).to_dict()
     return web.Response(
         status=status,
         body=json.dumps(body).encode(),
