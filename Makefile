@@ -5,7 +5,7 @@ SHELL := /bin/bash
 # uv: the one on PATH, else our own copy in .tools/ (a venv, so PEP 668 never gets in the way).
 UV := $(shell command -v uv 2>/dev/null || echo $(CURDIR)/.tools/bin/uv)
 
-SRC := shared/src services/catalog/src services/auth/src gateway/src
+SRC := shared/src services/catalog/src services/auth/src services/orders/src gateway/src
 
 .PHONY: help up test deps lint typecheck pytest contracts db clean
 
