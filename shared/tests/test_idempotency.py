@@ -535,3 +535,56 @@ async def test_an_invalid_key_is_rejected_before_anything_is_stored(
 async def test_a_key_of_255_visible_characters_is_accepted(store: IdempotencyStore) -> None:
     key = "~!" + "k" * 253
     assert (await run(store, Recorder().writes("ok"), key=key)).replayed is False
+
+
+async def test_prepare_runs_once_before_the_answering_transaction_and_not_on_replay(
+    store: IdempotencyStore, db: Database
+) -> None:
+    recorder = Recorder()
+    held_during_prepare: list[int] = []
+
+    async def prepare() -> None:
+        # No connection of the store's is held while prepare waits (a remote call, say).
+        held_during_prepare.append(db.pool.get_size() - db.pool.get_idle_size())
+
+    first = await store.run(
+        key="k-prepare",
+        scope=SCOPE,
+        fingerprint=FINGERPRINT,
+        operation=recorder.writes("one"),
+        prepare=prepare,
+    )
+    again = await store.run(
+        key="k-prepare",
+        scope=SCOPE,
+        fingerprint=FINGERPRINT,
+        operation=recorder.writes("two"),
+        prepare=prepare,
+    )
+    assert (first.replayed, again.replayed) == (False, True)
+    assert recorder.calls == 1
+    assert held_during_prepare == [0]
+
+
+async def test_a_failing_prepare_gives_the_key_back_and_runs_no_operation(
+    store: IdempotencyStore,
+) -> None:
+    recorder = Recorder()
+
+    async def prepare() -> None:
+        raise ConnectionError("the remote side went away")
+
+    with pytest.raises(ConnectionError):
+        await store.run(
+            key="k-prepare-fails",
+            scope=SCOPE,
+            fingerprint=FINGERPRINT,
+            operation=recorder.writes("never"),
+            prepare=prepare,
+        )
+    assert recorder.calls == 0
+    retried = await store.run(
+        key="k-prepare-fails", scope=SCOPE, fingerprint=FINGERPRINT, operation=recorder.writes("ok")
+    )
+    assert retried.replayed is False
+    assert recorder.calls == 1

@@ -10,7 +10,7 @@ from starlette.responses import Response
 from bazaar.shared.db import Database
 from bazaar.shared.idempotency.http import outcome_response, problem_response_for, request_scope
 from bazaar.shared.idempotency.models import Outcome, request_fingerprint
-from bazaar.shared.idempotency.store import IdempotencyStore, Operation
+from bazaar.shared.idempotency.store import IdempotencyStore, Operation, Prepare
 
 
 async def respond_once(
@@ -22,9 +22,15 @@ async def respond_once(
     key: str | None,
     principal: str,
     body: Any,
+    prepare: Prepare | None = None,
 ) -> Response:
-    """Run `operation` in one transaction; with a key, at most once per key (replays after)."""
+    """Run `operation` in one transaction; with a key, at most once per key (replays after).
+
+    `prepare` runs first, outside any transaction (see `Prepare`).
+    """
     if key is None:
+        if prepare is not None:
+            await prepare()
         async with db.transaction() as conn:
             stored = await operation(conn)
         return outcome_response(Outcome(stored, replayed=False))
@@ -36,5 +42,6 @@ async def respond_once(
         fingerprint=request_fingerprint({"path": request.url.path, "body": body}),
         operation=operation,
         store_error=problem_response_for(request),
+        prepare=prepare,
     )
     return outcome_response(outcome)

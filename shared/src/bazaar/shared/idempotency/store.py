@@ -51,6 +51,10 @@ from bazaar.shared.idempotency.schema import (
 logger = logging.getLogger(__name__)
 
 Operation = Callable[[asyncpg.Connection], Awaitable[StoredResponse]]
+#: Work done after the key is claimed and before the answering transaction opens (a remote
+#: call, say), so no connection is held while it waits. A takeover runs it again: it must be
+#: idempotent itself.
+Prepare = Callable[[], Awaitable[None]]
 StoreError = Callable[[Exception], StoredResponse | None]
 
 DEFAULT_RETENTION = timedelta(hours=24)
@@ -118,6 +122,7 @@ class IdempotencyStore:
         fingerprint: str,
         operation: Operation,
         store_error: StoreError = _store_nothing,
+        prepare: Prepare | None = None,
     ) -> Outcome:
         """Run `operation` once for `key` in `scope`, or replay the answer it already gave.
 
@@ -132,6 +137,8 @@ class IdempotencyStore:
         claim = claimed
         lost_claim = False
         try:
+            if prepare is not None:
+                await prepare()
             async with self._db.transaction() as conn:
                 response = await operation(conn)
                 row = await conn.fetchrow(
