@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 
 import httpx
 from fastapi import APIRouter, FastAPI
@@ -14,6 +14,7 @@ from bazaar.shared.db import Database, PoolSettings
 from bazaar.shared.errors import ErrorMap, UnhandledErrorMiddleware, install_problem_handlers
 from bazaar.shared.health import ops_router
 from bazaar.shared.idempotency import IdempotencyStore
+from bazaar.shared.messaging import Messaging, Subscription, messaging_settings
 from bazaar.shared.metrics import HttpMetrics
 from bazaar.shared.middleware import RequestContextMiddleware
 from bazaar.shared.openapi import install_openapi, operation_id
@@ -50,11 +51,13 @@ def create_service_app(
     error_map: ErrorMap,
     lifespan: ServiceLifespan | None = None,
     jwks_client: Callable[[FastAPI], httpx.AsyncClient] | None = None,
+    subscriptions: Sequence[Subscription] = (),
 ) -> FastAPI:
     """Build an app with the shared behaviour; `lifespan` adds the service's own resources.
 
     `jwks_client` lets a service fetch the JWKS another way than over the network (auth
-    reads its own keys through its own app, in-process).
+    reads its own keys through its own app, in-process). `subscriptions` are the service's
+    event consumers; with `amqp_url` set, the lifespan runs them and the outbox relay.
     """
     provider = setup_tracing(
         settings.service_name, settings.version, settings.otel_exporter_otlp_endpoint
@@ -72,14 +75,19 @@ def create_service_app(
         app.state.readiness_checks["database"] = db.ping
         try:
             await db.open()
-            async with periodically(
-                PURGE_INTERVAL_SECONDS, store.purge_expired, name="purge idempotency keys"
-            ):
-                if lifespan is None:
-                    yield
-                else:
-                    async with lifespan(app):
-                        yield
+            async with AsyncExitStack() as stack:
+                await stack.enter_async_context(
+                    periodically(
+                        PURGE_INTERVAL_SECONDS, store.purge_expired, name="purge idempotency keys"
+                    )
+                )
+                if lifespan is not None:
+                    await stack.enter_async_context(lifespan(app))
+                # Innermost: consumers drain before the service's own resources close.
+                messaging = _messaging(app, settings, db, subscriptions)
+                if messaging is not None:
+                    await stack.enter_async_context(messaging.running())
+                yield
         finally:
             await store.drain()
             await verifier.aclose()
@@ -99,6 +107,8 @@ def create_service_app(
         redirect_slashes=False,
     )
     app.state.settings = settings
+    app.state.subscriptions = tuple(subscriptions)
+    app.state.messaging = None
     app.state.metrics = HttpMetrics(settings.service_name)
     app.state.readiness_checks = {}
     install_problem_handlers(app, error_map)
@@ -113,3 +123,22 @@ def create_service_app(
     app.add_middleware(RequestContextMiddleware, metrics=app.state.metrics, quiet_paths=QUIET_PATHS)
     instrument_app(app, provider)
     return app
+
+
+def _messaging(
+    app: FastAPI, settings: ServiceSettings, db: Database, subscriptions: Sequence[Subscription]
+) -> Messaging | None:
+    """The service's relay and consumers when a broker is configured (else None)."""
+    configured = messaging_settings(settings)
+    if configured is None:
+        return None
+    messaging = Messaging(
+        configured,
+        service=settings.service_name,
+        db=db,
+        registry=app.state.metrics.registry,
+        subscriptions=subscriptions,
+    )
+    app.state.messaging = messaging
+    app.state.readiness_checks["broker"] = messaging.ready
+    return messaging

@@ -94,6 +94,20 @@ class ServiceSettings(ProcessSettings):
     db_acquire_timeout: float = Field(default=5.0, gt=0)
     db_command_timeout: float = Field(default=30.0, gt=0)
 
+    #: The RabbitMQ URL (with its vhost). None: no relay, no consumers — events wait in the
+    #: outbox. Tests and `make up` set it explicitly, so no test ever publishes into a shared vhost.
+    amqp_url: SecretStr | None = None
+    outbox_batch_size: int = Field(default=500, ge=1, le=5000)
+    #: The relay wakes on NOTIFY; this is the fallback poll (and the back-off after a failure).
+    outbox_poll_seconds: float = Field(default=1.0, gt=0)
+    outbox_retention_hours: float = Field(default=72.0, gt=0)
+    consumer_prefetch: int = Field(default=32, ge=1, le=1000)
+    #: Failed handler runs before a message is parked (the first delivery counts).
+    consumer_max_attempts: int = Field(default=5, ge=1)
+    consumer_retry_delays_ms: tuple[int, ...] = Field(default=(1000, 5000, 30000), min_length=1)
+    consumer_drain_seconds: float = Field(default=10.0, ge=0)
+    inbox_retention_days: float = Field(default=14.0, gt=0)
+
     def dsn(self) -> str:
         """The database URL as a plain string (it may hold a password)."""
         return self.database_url.get_secret_value()
@@ -105,6 +119,12 @@ def is_development_secret(value: SecretStr) -> bool:
     lowered = raw.lower()
     if any(marker in lowered for marker in DEVELOPMENT_SECRET_MARKERS):
         return True
+    if lowered.startswith("amqp"):
+        # RabbitMQ's stock account (guest:guest), or no password at all.
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(raw)
+        return parts.password in (None, "", "guest") or parts.username in (None, "", "guest")
     # A database URL with no credential of any kind only works with trust auth: a local setup.
     return lowered.startswith("postgres") and not _url_has_credentials(raw)
 

@@ -1,4 +1,4 @@
-"""The Bazaar pytest plugin: per-run databases and names, and token fixtures.
+"""The Bazaar pytest plugin: per-run databases, vhosts and names, and token fixtures.
 
 Registered through the `pytest11` entry point of bazaar-shared, so every package's tests
 get these fixtures without copying them.
@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 import pytest_asyncio
 
+from bazaar.shared.testing.amqp import amqp_server, amqp_url, broker_outage
 from bazaar.shared.testing.infrastructure import Resolved
 from bazaar.shared.testing.postgres import DatabaseFactory, resolve_postgres
 from bazaar.shared.testing.problems import expect_problem
@@ -26,6 +27,9 @@ from bazaar.shared.testing.tokens import (  # re-exported fixtures
 
 __all__ = [
     "TokenIssuer",
+    "amqp_server",
+    "amqp_url",
+    "broker_outage",
     "database_factory",
     "expect_problem",
     "jwks_server",

@@ -1,0 +1,200 @@
+"""The outbox relay: publish committed events in order, with confirms, marked sent only after."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+from aio_pika.abc import AbstractExchange
+
+from bazaar.shared.db import Database
+from bazaar.shared.messaging.connection import Broker
+from bazaar.shared.messaging.envelope import encode_event
+from bazaar.shared.messaging.metrics import MessagingMetrics
+from bazaar.shared.messaging.topology import declare_exchange
+from bazaar.shared.messaging.tracing import producer_span
+from bazaar.shared.outbox import OUTBOX_CHANNEL
+
+log = logging.getLogger("bazaar.messaging.relay")
+
+# SKIP LOCKED: replicas take disjoint batches instead of queueing behind each other.
+CLAIM_BATCH = """
+SELECT id, type, event, traceparent FROM outbox
+WHERE published_at IS NULL ORDER BY position LIMIT $1
+FOR UPDATE SKIP LOCKED
+"""
+MARK_PUBLISHED = "UPDATE outbox SET published_at = now() WHERE id = ANY($1::uuid[])"
+MARK_FAILED = """
+UPDATE outbox SET attempts = attempts + 1, last_error = f.error
+FROM unnest($1::uuid[], $2::text[]) AS f(id, error) WHERE outbox.id = f.id
+"""
+OLDEST_PENDING_AGE = """
+SELECT coalesce(extract(epoch FROM now() - min(created_at)), 0)::float8 FROM (
+    SELECT created_at FROM outbox WHERE published_at IS NULL ORDER BY position LIMIT 1
+) AS oldest
+"""
+PRUNE_PUBLISHED = """
+DELETE FROM outbox WHERE published_at < now() - make_interval(secs => $1)
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class RelaySettings:
+    """How the relay batches, waits and gives up on one publication."""
+
+    batch_size: int = 500
+    poll_seconds: float = 1.0
+    publish_timeout: float = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class BatchResult:
+    """What one batch did."""
+
+    published: int
+    failed: int
+
+
+class OutboxRelay:
+    """Publish pending outbox rows to `bazaar.events`; wake on NOTIFY, poll as a fallback."""
+
+    def __init__(
+        self,
+        db: Database,
+        broker: Broker,
+        metrics: MessagingMetrics,
+        settings: RelaySettings | None = None,
+    ) -> None:
+        self.db = db
+        self.broker = broker
+        self.metrics = metrics
+        self.settings = settings or RelaySettings()
+        self._wake = asyncio.Event()
+
+    async def run(self) -> None:
+        """Relay until cancelled."""
+        channel = await self.broker.channel()
+        exchange = await declare_exchange(channel)
+        async with self._listening():
+            while True:
+                try:
+                    backoff = await self.relay_pending(exchange)
+                except (OSError, asyncpg.PostgresError) as exc:
+                    log.warning("outbox relay pass failed: %s", exc)
+                    backoff = True
+                if backoff:
+                    await asyncio.sleep(self.settings.poll_seconds)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), self.settings.poll_seconds)
+                self._wake.clear()
+
+    async def relay_pending(self, exchange: AbstractExchange) -> bool:
+        """Publish batches until none is full; True if something failed (the caller backs off)."""
+        try:
+            while await self.broker.ping():
+                result = await self.publish_batch(exchange)
+                if result.failed:
+                    return True
+                if result.published < self.settings.batch_size:
+                    return False
+            return True
+        finally:
+            await self._record_lag()
+
+    async def publish_batch(self, exchange: AbstractExchange) -> BatchResult:
+        """Publish one batch in creation order; mark sent what the broker confirmed."""
+        async with self.db.transaction() as conn:
+            rows = await conn.fetch(CLAIM_BATCH, self.settings.batch_size)
+            if not rows:
+                return BatchResult(0, 0)
+            outcomes = await asyncio.gather(
+                *(self._publish(exchange, row) for row in rows), return_exceptions=True
+            )
+            sent = [row["id"] for row, error in zip(rows, outcomes, strict=True) if error is None]
+            failed = [
+                (row, error)
+                for row, error in zip(rows, outcomes, strict=True)
+                if isinstance(error, BaseException)
+            ]
+            if sent:
+                await conn.execute(MARK_PUBLISHED, sent)
+            if failed:
+                await self._record_failures(conn, failed)
+        for row, error in zip(rows, outcomes, strict=True):
+            if error is None:
+                self.metrics.published.labels(row["type"]).inc()
+        return BatchResult(len(sent), len(failed))
+
+    async def _publish(self, exchange: AbstractExchange, row: asyncpg.Record) -> None:
+        event: dict[str, Any] = row["event"]
+        with producer_span(event, row["traceparent"]) as headers:
+            await exchange.publish(
+                encode_event(event, headers=headers),
+                routing_key=row["type"],
+                mandatory=True,
+                timeout=self.settings.publish_timeout,
+            )
+
+    async def _record_failures(
+        self, conn: asyncpg.Connection, failed: Sequence[tuple[asyncpg.Record, BaseException]]
+    ) -> None:
+        for row, error in failed:
+            reason = _reason(error)
+            self.metrics.publish_failures.labels(reason).inc()
+            if reason == "unroutable":
+                # mandatory + no binding: nobody would ever see this event. Loud, not silent.
+                log.error(
+                    "unroutable event %s of type %s: no queue is bound", row["id"], row["type"]
+                )
+        await conn.execute(
+            MARK_FAILED,
+            [row["id"] for row, _ in failed],
+            [f"{_reason(error)}: {error!r}"[:500] for _, error in failed],
+        )
+
+    async def _record_lag(self) -> None:
+        with contextlib.suppress(Exception):
+            async with self.db.connection() as conn:
+                self.metrics.outbox_lag.set(await conn.fetchval(OLDEST_PENDING_AGE))
+
+    async def prune(self, retention_seconds: float) -> int:
+        """Delete rows published longer ago than the retention; return how many."""
+        async with self.db.connection() as conn:
+            status: str = await conn.execute(PRUNE_PUBLISHED, retention_seconds)
+        return int(status.rsplit(" ", 1)[-1])
+
+    def _on_notify(self, *_args: object) -> None:
+        self._wake.set()
+
+    @contextlib.asynccontextmanager
+    async def _listening(self) -> AsyncIterator[None]:
+        """LISTEN on the outbox channel when possible; polling covers a lost listener."""
+        listener: asyncpg.Connection | None = None
+        try:
+            listener = await asyncpg.connect(self.db.settings.dsn)
+            await listener.add_listener(OUTBOX_CHANNEL, self._on_notify)
+        except (OSError, asyncpg.PostgresError) as exc:
+            log.warning("outbox LISTEN unavailable (%s); polling only", exc)
+        try:
+            yield
+        finally:
+            if listener is not None:
+                with contextlib.suppress(Exception):
+                    await listener.close()
+
+
+def _reason(error: BaseException) -> str:
+    from aio_pika.exceptions import DeliveryError, PublishError
+
+    if isinstance(error, PublishError):
+        return "unroutable"
+    if isinstance(error, DeliveryError):
+        return "nacked"
+    if isinstance(error, TimeoutError):
+        return "timeout"
+    return "connection"

@@ -1,0 +1,136 @@
+"""The messaging of one service process: its broker connection, outbox relay and consumers."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+
+from prometheus_client import CollectorRegistry
+
+from bazaar.shared.db import Database
+from bazaar.shared.messaging.connection import Broker
+from bazaar.shared.messaging.consumer import Consumer, ConsumerSettings, Subscription
+from bazaar.shared.messaging.inbox import prune_processed
+from bazaar.shared.messaging.metrics import MessagingMetrics
+from bazaar.shared.messaging.relay import OutboxRelay, RelaySettings
+from bazaar.shared.settings import ServiceSettings
+from bazaar.shared.tasks import periodically
+
+log = logging.getLogger("bazaar.messaging")
+
+#: How often published outbox rows and old inbox rows are deleted.
+PRUNE_INTERVAL_SECONDS = 600.0
+
+
+@dataclass(frozen=True, slots=True)
+class MessagingSettings:
+    """Everything the messaging of one service is tuned by."""
+
+    url: str
+    relay: RelaySettings = field(default_factory=RelaySettings)
+    consumer: ConsumerSettings = field(default_factory=ConsumerSettings)
+    outbox_retention_seconds: float = 72 * 3600.0
+    inbox_retention_seconds: float = 14 * 86400.0
+    drain_seconds: float = 10.0
+
+
+def messaging_settings(settings: ServiceSettings) -> MessagingSettings | None:
+    """The messaging settings of a service, or None when no broker is configured."""
+    if settings.amqp_url is None:
+        return None
+    return MessagingSettings(
+        url=settings.amqp_url.get_secret_value(),
+        relay=RelaySettings(
+            batch_size=settings.outbox_batch_size, poll_seconds=settings.outbox_poll_seconds
+        ),
+        consumer=ConsumerSettings(
+            prefetch=settings.consumer_prefetch,
+            max_attempts=settings.consumer_max_attempts,
+            retry_delays_ms=settings.consumer_retry_delays_ms,
+        ),
+        outbox_retention_seconds=settings.outbox_retention_hours * 3600.0,
+        inbox_retention_seconds=settings.inbox_retention_days * 86400.0,
+        drain_seconds=settings.consumer_drain_seconds,
+    )
+
+
+class Messaging:
+    """Relay this service's outbox and run its consumers for as long as `running()` lasts."""
+
+    def __init__(
+        self,
+        settings: MessagingSettings,
+        *,
+        service: str,
+        db: Database,
+        registry: CollectorRegistry,
+        subscriptions: Sequence[Subscription] = (),
+    ) -> None:
+        self.settings = settings
+        self.db = db
+        self.metrics = MessagingMetrics(registry)
+        self.broker = Broker(settings.url, name=service)
+        self.relay = OutboxRelay(db, self.broker, self.metrics, settings.relay)
+        self.consumers = [
+            Consumer(
+                s,
+                service=service,
+                db=db,
+                broker=self.broker,
+                metrics=self.metrics,
+                settings=settings.consumer,
+            )
+            for s in subscriptions
+        ]
+        self._started = asyncio.Event()
+
+    async def ready(self) -> bool:
+        """Answer whether the broker is connected and every consumer consumes (readiness)."""
+        return self._started.is_set() and await self.broker.ping()
+
+    async def wait_started(self) -> None:
+        """Wait until the consumers consume and the relay runs."""
+        await self._started.wait()
+
+    async def _run(self) -> None:
+        await self.broker.connect()
+        for consumer in self.consumers:
+            await consumer.start()
+        relay = asyncio.create_task(self.relay.run(), name="outbox relay")
+        self._started.set()
+        try:
+            await relay
+        finally:
+            relay.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await relay
+
+    async def prune(self) -> int:
+        """Delete published outbox rows and inbox rows past their retention."""
+        pruned = await self.relay.prune(self.settings.outbox_retention_seconds)
+        if self.consumers:
+            async with self.db.connection() as conn:
+                pruned += await prune_processed(conn, self.settings.inbox_retention_seconds)
+        return pruned
+
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[None]:
+        """Connect in the background (start-up never waits on the broker); drain on exit."""
+        task = asyncio.create_task(self._run(), name="messaging")
+        try:
+            async with periodically(PRUNE_INTERVAL_SECONDS, self.prune, name="prune messaging"):
+                yield
+        finally:
+            await asyncio.gather(
+                *(c.stop(self.settings.drain_seconds) for c in self.consumers),
+                return_exceptions=True,
+            )
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            await self.broker.close()
+            if task.done() and not task.cancelled() and task.exception() is not None:
+                log.error("messaging stopped with an error", exc_info=task.exception())

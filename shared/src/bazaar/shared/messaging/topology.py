@@ -1,0 +1,67 @@
+"""The broker topology: one topic exchange, and per consumer a queue, retry queues and parking."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import aio_pika
+from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractQueue
+from pamqp.common import FieldTable
+
+#: The one topic exchange of every domain event; the routing key is the event type.
+EVENTS_EXCHANGE = "bazaar.events"
+#: Durable queues are quorum queues (replicated, poison-aware) where the broker has them.
+QUORUM: FieldTable = {"x-queue-type": "quorum"}
+
+
+@dataclass(frozen=True, slots=True)
+class QueueNames:
+    """The names of one consumer's queues."""
+
+    main: str
+
+    @property
+    def parking(self) -> str:
+        """Where messages go once their attempts are spent (operators re-drive them)."""
+        return f"{self.main}.parking"
+
+    def retry(self, delay_ms: int) -> str:
+        """The queue holding a failed message `delay_ms` before it returns to the main queue."""
+        return f"{self.main}.retry.{delay_ms}ms"
+
+
+async def declare_exchange(channel: AbstractChannel) -> AbstractExchange:
+    """Declare the durable topic exchange of domain events (idempotent)."""
+    return await channel.declare_exchange(
+        EVENTS_EXCHANGE, aio_pika.ExchangeType.TOPIC, durable=True
+    )
+
+
+async def declare_consumer_queues(
+    channel: AbstractChannel,
+    exchange: AbstractExchange,
+    names: QueueNames,
+    *,
+    bindings: Sequence[str],
+    retry_delays_ms: Sequence[int],
+) -> AbstractQueue:
+    """Declare a consumer's queue bound to its event types, its retry queues and its parking."""
+    queue = await channel.declare_queue(names.main, durable=True, arguments=dict(QUORUM))
+    for key in bindings:
+        await queue.bind(exchange, routing_key=key)
+    for delay in sorted(set(retry_delays_ms)):
+        # A retry queue has no consumer: the message waits out its TTL, then the broker
+        # dead-letters it through the default exchange straight back to the main queue.
+        await channel.declare_queue(
+            names.retry(delay),
+            durable=True,
+            arguments={
+                **QUORUM,
+                "x-message-ttl": delay,
+                "x-dead-letter-exchange": "",
+                "x-dead-letter-routing-key": names.main,
+            },
+        )
+    await channel.declare_queue(names.parking, durable=True, arguments=dict(QUORUM))
+    return queue

@@ -1,0 +1,200 @@
+"""Per-run RabbitMQ vhosts, and a broker outage that always ends with the node running again.
+
+Against the local broker a run gets its own vhost (`rabbitmqctl add_vhost`), deleted when it
+ends, so no test ever publishes into the default vhost "/".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import subprocess
+import time
+from collections.abc import AsyncIterator, Iterator
+from contextlib import AbstractContextManager, asynccontextmanager
+from urllib.parse import quote, urlsplit, urlunsplit
+
+import pytest
+import pytest_asyncio
+
+from bazaar.shared.testing.infrastructure import Resolved, is_reachable, resolve
+
+LOCAL_AMQP = "amqp://guest:guest@127.0.0.1:5672/"
+#: How long a restarted node may take to accept connections again.
+RESTART_TIMEOUT = 90.0
+
+
+def _start_rabbitmq_container() -> tuple[str, AbstractContextManager[object]]:
+    from testcontainers.rabbitmq import RabbitMqContainer
+
+    container = RabbitMqContainer("rabbitmq:3.13-alpine")
+    container.__enter__()
+    host, port = container.get_container_host_ip(), container.get_exposed_port(5672)
+    return f"amqp://guest:guest@{host}:{port}/", container
+
+
+def resolve_amqp() -> Resolved:
+    """The RabbitMQ broker of this run (see `resolve`)."""
+    return resolve(
+        env_var="BAZAAR_TEST_AMQP_URL",
+        local_default=LOCAL_AMQP,
+        start_container=_start_rabbitmq_container,
+        what="RabbitMQ",
+    )
+
+
+def with_vhost(url: str, vhost: str) -> str:
+    """The same broker URL pointing at another vhost."""
+    return urlunsplit(urlsplit(url)._replace(path="/" + quote(vhost, safe="")))
+
+
+def _rabbitmqctl(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["rabbitmqctl", *args], capture_output=True, text=True, timeout=120, check=check
+    )
+
+
+def controls_local_node(server: Resolved) -> bool:
+    """Whether this run may manage the broker itself (the local default and rabbitmqctl)."""
+    return server.origin == "local default" and shutil.which("rabbitmqctl") is not None
+
+
+@pytest.fixture(scope="session")
+def amqp_server() -> Iterator[Resolved]:
+    """The broker of this run: $BAZAAR_TEST_AMQP_URL, local, or a container."""
+    resolved = resolve_amqp()
+    yield resolved
+    resolved.stop()
+
+
+@pytest.fixture(scope="session")
+def amqp_url(amqp_server: Resolved, test_run_id: str) -> Iterator[str]:
+    """A broker URL for this run: a fresh vhost on the local node, deleted at the end."""
+    if not controls_local_node(amqp_server):
+        # An explicit URL names its own vhost; a container is this run's alone.
+        yield amqp_server.url
+        return
+    vhost = f"bazaar-test-{test_run_id}"
+    _rabbitmqctl("add_vhost", vhost)
+    try:
+        user = urlsplit(amqp_server.url).username or "guest"
+        _rabbitmqctl("set_permissions", "-p", vhost, user, ".*", ".*", ".*")
+        yield with_vhost(amqp_server.url, vhost)
+    finally:
+        _ensure_running()
+        _rabbitmqctl("delete_vhost", vhost, check=False)
+
+
+def _ensure_running() -> None:
+    """Start the node if a test left it stopped, and wait until it serves."""
+    if is_reachable(LOCAL_AMQP):
+        return
+    subprocess.run(["rabbitmq-server", "-detached"], timeout=60, check=False)
+    deadline = time.monotonic() + RESTART_TIMEOUT
+    while not is_reachable(LOCAL_AMQP) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    _rabbitmqctl("await_startup", check=False)
+
+
+def _stop_node() -> None:
+    _rabbitmqctl("stop", check=False)
+    deadline = time.monotonic() + RESTART_TIMEOUT
+    while is_reachable(LOCAL_AMQP, 0.2) and time.monotonic() < deadline:
+        time.sleep(0.1)
+
+
+class BrokerOutage:
+    """Stop the whole local RabbitMQ node and start it again (Debian's 3.10 cannot restart
+    the app alone reliably, so the node goes: `rabbitmqctl stop`, `rabbitmq-server -detached`).
+    """
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.outages = 0
+
+    async def stop(self) -> None:
+        """Stop the node; returns once nothing listens on 5672."""
+        await asyncio.to_thread(_stop_node)
+        self.outages += 1
+
+    async def start(self) -> None:
+        """Start the node and wait until this run's vhost takes connections."""
+        await asyncio.to_thread(_ensure_running)
+        import aio_pika
+
+        deadline = time.monotonic() + RESTART_TIMEOUT
+        while True:
+            try:
+                connection = await aio_pika.connect(self.url, timeout=2)
+            except Exception:
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.2)
+            else:
+                await connection.close()
+                return
+
+    @asynccontextmanager
+    async def down(self) -> AsyncIterator[None]:
+        """The broker is stopped inside the block and running again after it, whatever happens."""
+        try:
+            await self.stop()
+            yield
+        finally:
+            await self.start()
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def broker_outage(amqp_server: Resolved, amqp_url: str) -> AsyncIterator[BrokerOutage]:
+    """A broker outage helper (skips the test where this run cannot control the node)."""
+    if not controls_local_node(amqp_server):
+        pytest.skip("broker outages need the local RabbitMQ node and rabbitmqctl")
+    outage = BrokerOutage(amqp_url)
+    try:
+        yield outage
+    finally:
+        await outage.start()
+
+
+class EventTap:
+    """A private queue bound to `bazaar.events`: what an outside subscriber would receive."""
+
+    def __init__(self) -> None:
+        self.events: list[dict[str, object]] = []
+        self.messages: list[object] = []
+        self._arrived = asyncio.Condition()
+
+    async def _on_message(self, message: object) -> None:
+        import json
+
+        from aio_pika.abc import AbstractIncomingMessage
+
+        assert isinstance(message, AbstractIncomingMessage)
+        self.messages.append(message)
+        self.events.append(json.loads(message.body))
+        async with self._arrived:
+            self._arrived.notify_all()
+
+    async def wait_for(self, count: int, within: float = 10.0) -> list[dict[str, object]]:
+        """Wait until `count` events arrived; return them all (fails the test on timeout)."""
+        async with asyncio.timeout(within), self._arrived:
+            await self._arrived.wait_for(lambda: len(self.events) >= count)
+        return self.events
+
+
+@asynccontextmanager
+async def tap_events(url: str, *routing_keys: str) -> AsyncIterator[EventTap]:
+    """Receive the events of these routing keys (default all) while the block runs."""
+    import aio_pika
+
+    from bazaar.shared.messaging.topology import declare_exchange
+
+    tap = EventTap()
+    async with await aio_pika.connect(url) as connection:
+        channel = await connection.channel()
+        exchange = await declare_exchange(channel)
+        queue = await channel.declare_queue(exclusive=True, auto_delete=True)
+        for key in routing_keys or ("#",):
+            await queue.bind(exchange, routing_key=key)
+        await queue.consume(tap._on_message, no_ack=True)
+        yield tap
