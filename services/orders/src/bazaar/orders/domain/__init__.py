@@ -1,1 +1,1 @@
-"""Bazaar orders."""
+"""The orders domain: pure rules, no I/O."""

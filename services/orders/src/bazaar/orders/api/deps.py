@@ -1,0 +1,49 @@
+"""Dependencies of the order routes: who may call, and with what."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from bazaar.orders.adapters.uow import SqlTransactions
+from bazaar.orders.service.ports import Catalog
+from bazaar.shared.auth import Caller, Principal, require_scopes
+from bazaar.shared.problem import Forbidden
+
+ADMIN_SCOPE = "orders:admin"
+
+Reader = Annotated[Principal, Depends(require_scopes("orders:read"))]
+Writer = Annotated[Principal, Depends(require_scopes("orders:write"))]
+
+
+async def canceller(caller: Caller) -> Principal:
+    """A caller who may cancel: its own orders with orders:write, any with orders:admin."""
+    if not (caller.has_scopes("orders:write") or caller.has_scopes(ADMIN_SCOPE)):
+        raise Forbidden(
+            "This requires the scope orders:write (own orders) or orders:admin.",
+            headers={"WWW-Authenticate": 'Bearer error="insufficient_scope", scope="orders:write"'},
+        )
+    return caller
+
+
+def viewer_of(caller: Principal) -> str | None:
+    """Whose orders the caller sees: its own, or everyone's (None) with orders:admin."""
+    return None if caller.has_scopes(ADMIN_SCOPE) else caller.subject
+
+
+def catalog(request: Request) -> Catalog:
+    """The catalog client of this process."""
+    client: Catalog = request.app.state.catalog
+    return client
+
+
+def transactions(request: Request) -> SqlTransactions:
+    """Transactions for use cases that need more than one."""
+    txs: SqlTransactions = request.app.state.transactions
+    return txs
+
+
+Canceller = Annotated[Principal, Depends(canceller)]
+CatalogDep = Annotated[Catalog, Depends(catalog)]
+TransactionsDep = Annotated[SqlTransactions, Depends(transactions)]

@@ -1,0 +1,41 @@
+"""The orders domain errors; `api/errors.py` maps each to its problem answer."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from uuid import UUID
+
+
+class OrdersError(Exception):
+    """Base of every orders domain error."""
+
+
+class OrderNotFound(OrdersError):
+    """No order with this id is visible to the caller."""
+
+
+class OrderNotCancellable(OrdersError):
+    """The order's status does not allow a cancel (it was rejected)."""
+
+
+class DuplicateLine(OrdersError):
+    """Two lines of one order name the same product."""
+
+
+class InsufficientStock(OrdersError):
+    """Catalog could not serve some line; the order is kept as rejected."""
+
+    def __init__(self, product_ids: Sequence[UUID], *, order_id: UUID | None = None) -> None:
+        self.product_ids = sorted(product_ids)
+        self.order_id = order_id
+        super().__init__(
+            "Not enough stock for: " + ", ".join(str(p) for p in self.product_ids) + "."
+        )
+
+
+class OrderRefused(OrdersError):
+    """Catalog refused the order's lines as invalid (e.g. mixed currencies); kept as rejected."""
+
+    def __init__(self, message: str, *, order_id: UUID | None = None) -> None:
+        self.order_id = order_id
+        super().__init__(message)
