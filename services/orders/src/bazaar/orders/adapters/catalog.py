@@ -132,7 +132,11 @@ class CatalogClient:
         policy = self._policy
         retrying = AsyncRetrying(
             stop=stop_after_attempt(policy.attempts),
-            wait=wait_exponential_jitter(initial=policy.backoff_initial, max=policy.backoff_max),
+            wait=wait_exponential_jitter(
+                multiplier=policy.backoff_initial,
+                jitter=policy.backoff_initial,
+                max=policy.backoff_max,
+            ),
             retry=retry_if_exception_type(_Retryable),
             reraise=True,
         )

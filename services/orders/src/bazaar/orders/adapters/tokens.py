@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from base64 import b64encode
+from urllib.parse import quote_plus
 
 import aiohttp
 
@@ -36,7 +38,9 @@ class ServiceTokens:
         self._form = {"grant_type": "client_credentials"}
         if scope:
             self._form["scope"] = scope
-        self._auth = aiohttp.BasicAuth(client_id, client_secret)
+        # RFC 6749 §2.3.1: each half is form-urlencoded before they are joined.
+        credentials = f"{quote_plus(client_id)}:{quote_plus(client_secret)}"
+        self._headers = {"Authorization": "Basic " + b64encode(credentials.encode()).decode()}
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._token: str | None = None
         self._expires_at = 0.0
@@ -60,7 +64,7 @@ class ServiceTokens:
     async def _fetch(self) -> None:
         try:
             async with self._session.post(
-                self._token_url, data=self._form, auth=self._auth, timeout=self._timeout
+                self._token_url, data=self._form, headers=self._headers, timeout=self._timeout
             ) as response:
                 body = await response.json(content_type=None)
                 if response.status != 200:

@@ -1,0 +1,319 @@
+"""Orders test fixtures: orders and a REAL catalog (on a socket, behind a chaos proxy).
+
+Orders reaches catalog over real HTTP through `catalog_proxy`, which a test switches to
+refuse, reset or hang connections. Orders' service token comes from a small token endpoint
+that signs with the test issuer (the JWKS catalog verifies against): the real auth service
+is exercised by the system tests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import itertools
+import json
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+import pytest_asyncio
+from aiohttp import web
+from fastapi import FastAPI
+
+from bazaar.catalog.app import create_app as create_catalog_app
+from bazaar.catalog.cli import MIGRATIONS_DIR as CATALOG_MIGRATIONS
+from bazaar.catalog.config import CatalogSettings
+from bazaar.orders.app import create_app
+from bazaar.orders.cli import MIGRATIONS_DIR
+from bazaar.orders.config import OrdersSettings
+from bazaar.shared import migrations
+from bazaar.shared.testing.asgi import serve_in_process
+from bazaar.shared.testing.chaos import ChaosProxy, chaos_proxy
+from bazaar.shared.testing.postgres import DatabaseFactory, truncate_all
+from bazaar.shared.testing.server import serve_on_socket
+from bazaar.shared.testing.tokens import JwksServer, TokenIssuer
+
+CUSTOMER_SCOPES = ("orders:read", "orders:write")
+ADMIN_SCOPES = ("orders:read", "orders:write", "orders:admin")
+CLIENT_ID = "orders"
+CLIENT_SECRET = "test-orders-client-secret"
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def orders_database_url(database_factory: DatabaseFactory) -> str:
+    """The orders database of this run, migrated to head."""
+    url = await database_factory.create("orders")
+    await asyncio.to_thread(migrations.upgrade, MIGRATIONS_DIR, url)
+    return url
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def orders_catalog_database_url(database_factory: DatabaseFactory) -> str:
+    """The database of the catalog the orders tests talk to, migrated to head."""
+    url = await database_factory.create("orders_catalog")
+    await asyncio.to_thread(migrations.upgrade, CATALOG_MIGRATIONS, url)
+    return url
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def catalog_url(
+    orders_catalog_database_url: str, jwks_server: JwksServer
+) -> AsyncIterator[str]:
+    """A real catalog app serving on a 127.0.0.1 socket for the whole run."""
+    settings = CatalogSettings(
+        _env_file=None,  # type: ignore[call-arg]
+        environment="test",
+        database_url=orders_catalog_database_url,
+        db_pool_max=30,
+        jwt_jwks_url=jwks_server.url,
+        jwt_issuer=TokenIssuer.ISSUER,
+        jwt_audience=TokenIssuer.AUDIENCE,
+    )
+    async with serve_on_socket(create_catalog_app(settings)) as url:
+        yield url
+
+
+@dataclass
+class TokenEndpoint:
+    """A client_credentials token endpoint signing with the test issuer."""
+
+    issuer: TokenIssuer
+    url: str = ""
+    issued: list[str] = field(default_factory=list)
+    #: While set, the endpoint answers 503 (auth is down).
+    down: bool = False
+    #: Lifetime of the tokens it issues.
+    expires_in: int = 900
+
+    async def token(self, request: web.Request) -> web.Response:
+        if self.down:
+            return web.json_response({"error": "temporarily_unavailable"}, status=503)
+        form = await request.post()
+        expected = base64.b64encode(f"{CLIENT_ID}:{CLIENT_SECRET}".encode()).decode()
+        if request.headers.get("Authorization") != f"Basic {expected}":
+            return web.json_response({"error": "invalid_client"}, status=401)
+        if form.get("grant_type") != "client_credentials":
+            return web.json_response({"error": "unsupported_grant_type"}, status=400)
+        token = self.issuer.issue(
+            "orders", ["catalog:reserve"], client_id=CLIENT_ID, expires_in=self.expires_in
+        )
+        self.issued.append(token)
+        return web.json_response(
+            {"access_token": token, "token_type": "Bearer", "expires_in": self.expires_in}
+        )
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def token_endpoint(token_issuer: TokenIssuer) -> AsyncIterator[TokenEndpoint]:
+    """Auth's token endpoint, as far as orders needs it."""
+    endpoint = TokenEndpoint(token_issuer)
+    app = web.Application()
+    app.router.add_post("/v1/auth/token", endpoint.token)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    endpoint.url = f"http://127.0.0.1:{port}"
+    yield endpoint
+    await runner.cleanup()
+
+
+@pytest_asyncio.fixture
+async def catalog_proxy(catalog_url: str) -> AsyncIterator[ChaosProxy]:
+    """The way from orders to catalog; switch its mode to break catalog."""
+    async with chaos_proxy(catalog_url) as proxy:
+        yield proxy
+
+
+@pytest.fixture
+def orders_settings(
+    orders_database_url: str,
+    catalog_proxy: ChaosProxy,
+    token_endpoint: TokenEndpoint,
+    jwks_server: JwksServer,
+) -> OrdersSettings:
+    """Settings with short timeouts, a quick breaker and a quick reconciler."""
+    token_endpoint.down = False
+    token_endpoint.expires_in = 900
+    return OrdersSettings(
+        _env_file=None,  # type: ignore[call-arg]
+        environment="test",
+        database_url=orders_database_url,
+        db_pool_max=40,
+        jwt_jwks_url=jwks_server.url,
+        jwt_issuer=TokenIssuer.ISSUER,
+        jwt_audience=TokenIssuer.AUDIENCE,
+        catalog_url=catalog_proxy.url,
+        auth_url=token_endpoint.url,
+        client_id=CLIENT_ID,
+        client_secret=CLIENT_SECRET,
+        catalog_connect_timeout_seconds=0.5,
+        catalog_read_timeout_seconds=0.5,
+        catalog_deadline_seconds=1.5,
+        catalog_attempts=3,
+        catalog_breaker_fail_max=3,
+        catalog_breaker_reset_seconds=1.0,
+        reconcile_interval_seconds=0.2,
+        reconcile_backoff_seconds=0.2,
+        reconcile_max_backoff_seconds=0.5,
+        pending_max_age_seconds=60,
+    )
+
+
+@pytest_asyncio.fixture
+async def orders_app(orders_settings: OrdersSettings, orders_catalog_database_url: str) -> FastAPI:
+    """An orders app over emptied orders and catalog databases (not started)."""
+    await truncate_all(orders_settings.dsn())
+    await truncate_all(orders_catalog_database_url)
+    return create_app(orders_settings)
+
+
+@pytest_asyncio.fixture
+async def client(orders_app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    """A client talking to a started orders app (its reconciler runs)."""
+    async with serve_in_process(orders_app, base_url="http://orders.test") as c:
+        yield c
+
+
+@pytest.fixture
+def customer(token_issuer: TokenIssuer) -> Callable[..., dict[str, str]]:
+    """Authorization headers of a customer (orders:read orders:write unless scopes given)."""
+
+    def headers(
+        subject: str = "customer-1", scopes: tuple[str, ...] = CUSTOMER_SCOPES
+    ) -> dict[str, str]:
+        return {"Authorization": f"Bearer {token_issuer.issue(subject, scopes)}"}
+
+    return headers
+
+
+@pytest.fixture
+def admin(token_issuer: TokenIssuer) -> dict[str, str]:
+    """Authorization headers of an orders admin."""
+    return {"Authorization": f"Bearer {token_issuer.issue('admin-1', ADMIN_SCOPES)}"}
+
+
+@pytest_asyncio.fixture
+async def catalog(catalog_url: str, token_issuer: TokenIssuer) -> AsyncIterator[httpx.AsyncClient]:
+    """A client straight to catalog (not through the proxy), as a product writer."""
+    token = token_issuer.issue("catalog-admin", ["catalog:write"])
+    async with httpx.AsyncClient(
+        base_url=catalog_url, headers={"Authorization": f"Bearer {token}"}
+    ) as c:
+        yield c
+
+
+@pytest.fixture
+def new_product(catalog: httpx.AsyncClient) -> Callable[..., Awaitable[dict[str, Any]]]:
+    """Create a product in catalog and return its body (stock 10, 1000 EUR cents by default)."""
+    numbers = itertools.count(1)
+
+    async def create(**fields: Any) -> dict[str, Any]:
+        body = {
+            "sku": f"ORD-{uuid.uuid4().hex[:6]}-{next(numbers)}",
+            "name": "Test product",
+            "price_cents": 1000,
+            "currency": "EUR",
+            "stock": 10,
+            **fields,
+        }
+        response = await catalog.post("/v1/products", json=body)
+        assert response.status_code == 201, response.text
+        created: dict[str, Any] = response.json()
+        return created
+
+    return create
+
+
+async def _json_connection(url: str) -> asyncpg.Connection:
+    conn = await asyncpg.connect(url)
+    for typename in ("json", "jsonb"):
+        await conn.set_type_codec(
+            typename, schema="pg_catalog", encoder=json.dumps, decoder=json.loads
+        )
+    return conn
+
+
+@pytest_asyncio.fixture
+async def catalog_db(orders_app: FastAPI, orders_catalog_database_url: str) -> AsyncIterator[Any]:
+    """A connection to catalog's database, for what catalog stored."""
+    conn = await _json_connection(orders_catalog_database_url)
+    try:
+        yield conn
+    finally:
+        await conn.close()
+
+
+@pytest_asyncio.fixture
+async def orders_db(orders_app: FastAPI, orders_settings: OrdersSettings) -> AsyncIterator[Any]:
+    """A connection to orders' database, for what orders stored."""
+    conn = await _json_connection(orders_settings.dsn())
+    try:
+        yield conn
+    finally:
+        await conn.close()
+
+
+@pytest.fixture
+def stock_of(catalog_db: Any) -> Callable[[str], Awaitable[int]]:
+    """The stock catalog holds for a product id."""
+
+    async def stock(product_id: str) -> int:
+        value = await catalog_db.fetchval(
+            "SELECT stock FROM product WHERE id = $1", uuid.UUID(product_id)
+        )
+        assert value is not None, f"no product {product_id}"
+        return int(value)
+
+    return stock
+
+
+@pytest.fixture
+def order_events(orders_db: Any) -> Callable[..., Awaitable[list[dict[str, Any]]]]:
+    """The CloudEvents in orders' outbox (oldest first), optionally of one type."""
+
+    async def events(type: str | None = None) -> list[dict[str, Any]]:
+        rows = await orders_db.fetch(
+            "SELECT event FROM outbox WHERE $1::text IS NULL OR type = $1::text ORDER BY position",
+            type,
+        )
+        return [row["event"] for row in rows]
+
+    return events
+
+
+@pytest.fixture
+def place(
+    client: httpx.AsyncClient, customer: Callable[..., dict[str, str]]
+) -> Callable[..., Awaitable[httpx.Response]]:
+    """POST /v1/orders with a fresh Idempotency-Key unless one is given."""
+
+    async def post(
+        lines: list[dict[str, Any]],
+        *,
+        key: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> httpx.Response:
+        sent = {**(headers or customer()), "Idempotency-Key": key or str(uuid.uuid4())}
+        return await client.post("/v1/orders", json={"lines": lines}, headers=sent)
+
+    return post
+
+
+async def wait_until(check: Callable[[], Awaitable[bool]], *, within: float = 10.0) -> None:
+    """Poll `check` until it holds; fail the test after `within` seconds."""
+    deadline = asyncio.get_running_loop().time() + within
+    while not await check():
+        assert asyncio.get_running_loop().time() < deadline, f"not true within {within} s"
+        await asyncio.sleep(0.05)
+
+
+@pytest.fixture
+def eventually() -> Callable[..., Awaitable[None]]:
+    """`await eventually(check)`: poll an async predicate until it holds (10 s at most)."""
+    return wait_until
