@@ -1,4 +1,4 @@
-"""Orders, and the shared outbox and idempotency tables.
+"""Orders, and the shared outbox, inbox and idempotency tables.
 
 Revision ID: 0001
 Revises:
@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from alembic import op
 
 from bazaar.shared.idempotency import IDEMPOTENCY_DDL, IDEMPOTENCY_DROP_DDL
+from bazaar.shared.messaging.inbox import PROCESSED_MESSAGE_DDL, PROCESSED_MESSAGE_DROP_DDL
 from bazaar.shared.outbox import OUTBOX_DDL, OUTBOX_DROP_DDL
 
 revision: str = "0001"
@@ -56,10 +57,11 @@ CUSTOMER_ORDER = (
 
 
 def upgrade() -> None:
-    for statement in (*CUSTOMER_ORDER, *OUTBOX_DDL, IDEMPOTENCY_DDL):
+    for statement in (*CUSTOMER_ORDER, *OUTBOX_DDL, *PROCESSED_MESSAGE_DDL, IDEMPOTENCY_DDL):
         op.execute(statement)
 
 
 def downgrade() -> None:
-    for statement in (IDEMPOTENCY_DROP_DDL, *OUTBOX_DROP_DDL, "DROP TABLE customer_order"):
+    drops = (IDEMPOTENCY_DROP_DDL, *PROCESSED_MESSAGE_DROP_DDL, *OUTBOX_DROP_DDL)
+    for statement in (*drops, "DROP TABLE customer_order"):
         op.execute(statement)

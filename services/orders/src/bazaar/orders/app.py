@@ -11,6 +11,7 @@ from fastapi import FastAPI
 
 from bazaar.orders.adapters.breaker import make_breaker
 from bazaar.orders.adapters.catalog import CallPolicy, CatalogClient
+from bazaar.orders.adapters.consumers import SUBSCRIPTIONS
 from bazaar.orders.adapters.tokens import ServiceTokens
 from bazaar.orders.adapters.uow import SqlTransactions
 from bazaar.orders.api import orders
@@ -90,4 +91,5 @@ def create_app(settings: OrdersSettings | None = None) -> FastAPI:
         routers=[orders.router],
         error_map=ERROR_MAP,
         lifespan=lifespan,
+        subscriptions=SUBSCRIPTIONS,
     )
