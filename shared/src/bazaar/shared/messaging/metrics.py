@@ -12,6 +12,7 @@ class MessagingMetrics:
     """The event metrics of one service, in the app's registry."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
         self.published = Counter(
             "bazaar_events_published",
             "Events the broker confirmed, by type.",
@@ -54,3 +55,7 @@ class MessagingMetrics:
             buckets=LAG_BUCKETS,
             registry=registry,
         )
+
+    def value(self, name: str, **labels: str) -> float:
+        """The current value of one sample (0 when it was never set), for tests and tools."""
+        return float(self.registry.get_sample_value(name, labels) or 0.0)

@@ -10,7 +10,7 @@ import asyncio
 import shutil
 import subprocess
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import AbstractContextManager, asynccontextmanager
 from urllib.parse import quote, urlsplit, urlunsplit
 
@@ -198,3 +198,14 @@ async def tap_events(url: str, *routing_keys: str) -> AsyncIterator[EventTap]:
             await queue.bind(exchange, routing_key=key)
         await queue.consume(tap._on_message, no_ack=True)
         yield tap
+
+
+async def eventually(
+    check: Callable[[], Awaitable[bool]], *, within: float = 10.0, every: float = 0.05
+) -> None:
+    """Wait until `check()` is true (a consumer is asynchronous); TimeoutError after `within`."""
+    async with asyncio.timeout(within):
+        while True:
+            if await check():
+                return
+            await asyncio.sleep(every)

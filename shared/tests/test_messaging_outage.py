@@ -1,0 +1,165 @@
+"""Broker restarts and dying consumers: nothing lost, everything applied exactly once."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest_asyncio
+from prometheus_client import CollectorRegistry
+
+from bazaar.shared.db import Database, PoolSettings
+from bazaar.shared.messaging import (
+    PROCESSED_MESSAGE_DDL,
+    ConsumerSettings,
+    Messaging,
+    MessagingSettings,
+    RelaySettings,
+    Subscription,
+)
+from bazaar.shared.outbox import OUTBOX_DDL, add_event
+from bazaar.shared.testing.amqp import BrokerOutage, eventually
+from bazaar.shared.testing.postgres import DatabaseFactory
+
+EFFECT_DDL = "CREATE TABLE effect (event_id text NOT NULL, seq integer NOT NULL)"
+TYPE = "test.widget.changed"
+WORKER = Path(__file__).with_name("messaging_kill_worker.py")
+STATE_CHANGES = 1000
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def database_url(database_factory: DatabaseFactory) -> str:
+    url = await database_factory.create("messaging_outage")
+    conn = await asyncpg.connect(url)
+    try:
+        for statement in (*OUTBOX_DDL, *PROCESSED_MESSAGE_DDL, EFFECT_DDL):
+            await conn.execute(statement)
+    finally:
+        await conn.close()
+    return url
+
+
+@pytest_asyncio.fixture
+async def db(database_url: str) -> AsyncIterator[Database]:
+    database = Database(PoolSettings(dsn=database_url, max_size=10))
+    await database.open()
+    try:
+        async with database.connection() as conn:
+            await conn.execute("TRUNCATE outbox, processed_message, effect RESTART IDENTITY")
+        yield database
+    finally:
+        await database.close()
+
+
+async def apply_widget(conn: asyncpg.Connection, event: dict[str, Any]) -> None:
+    await conn.execute(
+        "INSERT INTO effect (event_id, seq) VALUES ($1, $2)", event["id"], event["data"]["seq"]
+    )
+
+
+def make_messaging(db: Database, amqp_url: str, service: str) -> Messaging:
+    return Messaging(
+        MessagingSettings(
+            url=amqp_url,
+            relay=RelaySettings(poll_seconds=0.2, publish_timeout=5.0),
+            consumer=ConsumerSettings(prefetch=64, retry_delays_ms=(100, 300)),
+            drain_seconds=5.0,
+        ),
+        service=service,
+        db=db,
+        registry=CollectorRegistry(),
+        subscriptions=[Subscription("widgets", (TYPE,), apply_widget)],
+    )
+
+
+async def emit(db: Database, seq: int) -> str:
+    async with db.transaction() as conn:
+        event = await add_event(
+            conn, source="/bazaar/test", type=TYPE, subject=str(seq), data={"seq": seq}
+        )
+    return str(event["id"])
+
+
+async def effect_counts(db: Database) -> dict[str, int]:
+    async with db.connection() as conn:
+        rows = await conn.fetch("SELECT event_id, count(*) AS n FROM effect GROUP BY event_id")
+    return {r["event_id"]: r["n"] for r in rows}
+
+
+async def test_no_event_is_lost_when_the_broker_stops_part_way_and_consumers_resume(
+    db: Database, amqp_url: str, broker_outage: BrokerOutage
+) -> None:
+    messaging = make_messaging(db, amqp_url, f"t{uuid.uuid4().hex[:10]}")
+    consumer = messaging.consumers[0].queue_name
+    ids: list[str] = []
+    async with messaging.running():
+        await asyncio.wait_for(messaging.wait_started(), 10)
+        for seq in range(STATE_CHANGES // 2):
+            ids.append(await emit(db, seq))
+        # The broker goes away while state keeps changing; the outbox keeps every event.
+        async with broker_outage.down():
+            assert not await messaging.ready()
+            for seq in range(STATE_CHANGES // 2, STATE_CHANGES * 3 // 4):
+                ids.append(await emit(db, seq))
+        restarted = time.monotonic()
+        # Written after the restart: only consumers that came back can apply these.
+        for seq in range(STATE_CHANGES * 3 // 4, STATE_CHANGES):
+            ids.append(await emit(db, seq))
+
+        async def all_applied() -> bool:
+            return len(await effect_counts(db)) == STATE_CHANGES
+
+        await eventually(all_applied, within=60)
+        caught_up = time.monotonic() - restarted
+        assert await messaging.ready()
+        duplicates = messaging.metrics.value(
+            "bazaar_events_consumed_total", consumer=consumer, outcome="duplicate"
+        )
+    counts = await effect_counts(db)
+    assert counts == dict.fromkeys(ids, 1), "an event was lost or applied twice"
+    async with db.connection() as conn:
+        assert await conn.fetchval("SELECT count(*) FROM outbox WHERE published_at IS NULL") == 0
+        assert await conn.fetchval("SELECT count(*) FROM processed_message") == STATE_CHANGES
+    sys.stderr.write(
+        f"\n{STATE_CHANGES} events, one broker outage: all applied once, caught up "
+        f"{caught_up:.1f}s after the restart, {duplicates:.0f} duplicates absorbed\n"
+    )
+
+
+async def test_a_consumer_killed_mid_message_has_it_redelivered_and_applied_once(
+    db: Database, database_url: str, amqp_url: str
+) -> None:
+    service = f"t{uuid.uuid4().hex[:10]}"
+    worker = await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(WORKER),
+        database_url,
+        amqp_url,
+        service,
+        stdout=asyncio.subprocess.PIPE,
+    )
+    try:
+        assert worker.stdout is not None
+        assert await asyncio.wait_for(worker.stdout.readline(), 30) == b"started\n"
+        event_id = await emit(db, 7)
+        assert await asyncio.wait_for(worker.stdout.readline(), 30) == b"in-handler\n"
+    finally:
+        worker.send_signal(signal.SIGKILL)
+        await worker.wait()
+    # The killed process wrote its effect in a transaction that never committed.
+    assert await effect_counts(db) == {}
+    messaging = make_messaging(db, amqp_url, service)
+    async with messaging.running():
+
+        async def applied() -> bool:
+            return await effect_counts(db) == {event_id: 1}
+
+        await eventually(applied, within=30)
+    assert await effect_counts(db) == {event_id: 1}
