@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import asyncio
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -11,10 +12,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import pytest_asyncio
 import yaml
 from jsonschema import Draft202012Validator, FormatChecker
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
+
+from bazaar.shared import migrations
+from bazaar.shared.testing.postgres import DatabaseFactory
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCUMENT = ROOT / "contracts" / "asyncapi" / "events.yaml"
@@ -166,3 +171,13 @@ def declared_event_types(service: str) -> set[str]:
 def code_event_types() -> dict[str, set[str]]:
     """Per service, the event types its source code names (and so may emit)."""
     return {service: declared_event_types(service) for service in SERVICES}
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def orders_database_url(database_factory: DatabaseFactory) -> str:
+    """An orders database for this run, migrated to head."""
+    # Imported late, so the other services' tests run while orders is still being built.
+    orders_cli = pytest.importorskip("bazaar.orders.cli")
+    url = await database_factory.create("contracts_orders")
+    await asyncio.to_thread(migrations.upgrade, orders_cli.MIGRATIONS_DIR, url)
+    return url

@@ -190,6 +190,15 @@ def test_the_events_a_service_names_in_its_code_are_those_the_document_gives_it(
     assert code_event_types[service] == documented
 
 
+def test_the_reasons_an_order_may_be_rejected_for_are_those_orders_has(
+    asyncapi_document: dict[str, Any],
+) -> None:
+    model = pytest.importorskip("bazaar.orders.domain.model")
+    schema = asyncapi_document["components"]["schemas"]["OrderRejected"]
+
+    assert set(schema["properties"]["reason"]["enum"]) == {r.value for r in model.RejectReason}
+
+
 def _example(document: dict[str, Any], message: str) -> dict[str, Any]:
     event: dict[str, Any] = copy.deepcopy(
         document["components"]["messages"][message]["examples"][0]["payload"]
@@ -248,6 +257,7 @@ DRIFTS = {
     "a placed order that is pending": ("orderPlaced", _set("data.status", "pending")),
     "an order line without a price": ("orderPlaced", _drop("data.lines.0.unit_price_cents")),
     "a rejection without a reason": ("orderRejected", _drop("data.reason")),
+    "an unknown rejection reason": ("orderRejected", _set("data.reason", "because")),
     "a cancellation without its reservation": ("orderCancelled", _drop("data.reservation_id")),
 }  # fmt: skip
 
