@@ -41,6 +41,7 @@ def create_app(settings: GatewaySettings | None = None) -> web.Application:
     settings = settings or GatewaySettings()
     metrics = GatewayMetrics()
     upstreams = {name: Upstream(name, cfg, metrics) for name, cfg in settings.upstreams.items()}
+    metrics.watch_breakers(lambda: {n: float(u.breaker.state.value) for n, u in upstreams.items()})
     verifier = TokenVerifier(settings.verifier_settings())
     memory = MemoryRateLimiter()
     redis_client = redis.asyncio.from_url(settings.redis_url) if settings.redis_url else None

@@ -2,36 +2,59 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from collections.abc import Callable
 
+from prometheus_client import CollectorRegistry, Counter
+
+from bazaar.gateway.tally import CounterTally, HistogramTally, TallyCollector
 from bazaar.shared.metrics import LATENCY_BUCKETS
 
 
 class GatewayMetrics:
-    """Requests by route and status, upstream latency, limits, breakers, deprecated use."""
+    """Requests by route and status, upstream latency, limits, breakers, deprecated use.
+
+    What every request counts is kept in plain tallies (see `bazaar.gateway.tally`); the
+    rare events (upstream errors, fallbacks, deprecated use) are ordinary Counters.
+    """
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
-        self.requests = Counter(
+        self.requests = CounterTally(
             "gateway_requests",
             "Requests answered, by route and status.",
             ["route", "method", "status"],
-            registry=r,
         )
-        self.duration = Histogram(
+        self.duration = HistogramTally(
             "gateway_request_duration_seconds",
             "Time to answer, by route.",
             ["route"],
-            buckets=LATENCY_BUCKETS,
-            registry=r,
+            LATENCY_BUCKETS,
         )
-        self.upstream = Histogram(
+        self.upstream = HistogramTally(
             "gateway_upstream_duration_seconds",
             "Upstream time to headers, by upstream.",
             ["upstream"],
-            buckets=LATENCY_BUCKETS,
-            registry=r,
+            LATENCY_BUCKETS,
+        )
+        self.rate_limit = CounterTally(
+            "gateway_rate_limit_decisions",
+            "Rate-limit decisions, by policy and outcome.",
+            ["policy", "decision"],
+        )
+        self._breakers: Callable[[], dict[str, float]] = dict
+        r.register(
+            TallyCollector(
+                [self.requests, self.duration, self.upstream, self.rate_limit],
+                [
+                    (
+                        "gateway_breaker_state",
+                        "Breaker state per upstream (0 closed, 1 open, 2 half-open).",
+                        "upstream",
+                        lambda: self._breakers(),
+                    )
+                ],
+            )
         )
         self.upstream_errors = Counter(
             "gateway_upstream_errors",
@@ -39,24 +62,11 @@ class GatewayMetrics:
             ["upstream", "kind"],
             registry=r,
         )
-        self.rate_limit = Counter(
-            "gateway_rate_limit_decisions",
-            "Rate-limit decisions, by policy and outcome.",
-            ["policy", "decision"],
-            registry=r,
-        )
         self.rate_limit_fallback = Counter(
             "gateway_rate_limit_fallbacks",
             "Decisions taken in-process because Redis failed or was slow.",
             registry=r,
         )
-        self.breaker = Gauge(
-            "gateway_breaker_state",
-            "Breaker state per upstream (0 closed, 1 open, 2 half-open).",
-            ["upstream"],
-            registry=r,
-        )
-        self._children: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
         self.deprecated = Counter(
             "gateway_deprecated_route_use",
             "Uses of deprecated routes, by route and client.",
@@ -64,15 +74,11 @@ class GatewayMetrics:
             registry=r,
         )
 
+    def watch_breakers(self, states: Callable[[], dict[str, float]]) -> None:
+        """Read the breakers' states (by upstream) when scraped, not on every request."""
+        self._breakers = states
+
     def observe(self, route: str, method: str, status: int, seconds: float) -> None:
-        """Count one answer and its duration (label children looked up once, then reused)."""
-        key = (route, method, status)
-        children = self._children.get(key)
-        if children is None:
-            children = (
-                self.requests.labels(route, method, str(status)),
-                self.duration.labels(route),
-            )
-            self._children[key] = children
-        children[0].inc()
-        children[1].observe(seconds)
+        """Count one answer and its duration."""
+        self.requests.inc((route, method, status))
+        self.duration.observe((route,), seconds)

@@ -223,7 +223,7 @@ class Pipeline:
         verdict = await self.limiter.hit(checks)
         for decision in verdict.decisions:
             outcome = "allowed" if decision.allowed else "denied"
-            self.metrics.rate_limit.labels(decision.policy.name, outcome).inc()
+            self.metrics.rate_limit.inc((decision.policy.name, outcome))
         return verdict
 
     def _upstream_headers(

@@ -70,6 +70,7 @@ class Upstream:
         )
         self._slots = asyncio.Semaphore(config.max_concurrency)
         self._metrics = metrics
+        self._label = (name,)
         self._timeouts: dict[float, aiohttp.ClientTimeout] = {}
         self.session: aiohttp.ClientSession | None = None
 
@@ -123,7 +124,6 @@ class Upstream:
             return await self._forward(request, headers, body, seconds, extra_response_headers)
         finally:
             self._slots.release()
-            self._metrics.breaker.labels(self.name).set(self.breaker.state.value)
 
     async def _forward(
         self,
@@ -161,7 +161,7 @@ class Upstream:
             except TimeoutError as exc:
                 self._failed("timeout")
                 raise UpstreamTimeout(f"The {self.name} service did not answer in time.") from exc
-            self._metrics.upstream.labels(self.name).observe(time.perf_counter() - started)
+            self._metrics.upstream.observe(self._label, time.perf_counter() - started)
             if upstream.status in _RETRYABLE_STATUS:
                 self._failed(str(upstream.status))
             else:
