@@ -8,6 +8,7 @@ import pytest_asyncio
 
 from bazaar.auth.cli import MIGRATIONS_DIR as AUTH_MIGRATIONS
 from bazaar.catalog.cli import MIGRATIONS_DIR as CATALOG_MIGRATIONS
+from bazaar.orders.cli import MIGRATIONS_DIR as ORDERS_MIGRATIONS
 from bazaar.shared import migrations
 from bazaar.shared.testing.postgres import DatabaseFactory
 
@@ -18,7 +19,9 @@ async def system_databases(database_factory: DatabaseFactory) -> dict[str, str]:
     urls = {
         "auth": await database_factory.create("system_auth"),
         "catalog": await database_factory.create("system_catalog"),
+        "orders": await database_factory.create("system_orders"),
     }
     await asyncio.to_thread(migrations.upgrade, AUTH_MIGRATIONS, urls["auth"])
     await asyncio.to_thread(migrations.upgrade, CATALOG_MIGRATIONS, urls["catalog"])
+    await asyncio.to_thread(migrations.upgrade, ORDERS_MIGRATIONS, urls["orders"])
     return urls
