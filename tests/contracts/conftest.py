@@ -2,22 +2,25 @@
 
 from __future__ import annotations
 
-import ast
 import asyncio
-import re
-from collections.abc import Callable, Iterator
+import json
+import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import pytest
 import pytest_asyncio
 import yaml
 from jsonschema import Draft202012Validator, FormatChecker
+from pydantic import SecretStr
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
+from bazaar.auth.config import AuthSettings, ClientConfig
 from bazaar.shared import migrations
 from bazaar.shared.testing.postgres import DatabaseFactory
 
@@ -25,9 +28,10 @@ ROOT = Path(__file__).resolve().parents[2]
 DOCUMENT = ROOT / "contracts" / "asyncapi" / "events.yaml"
 #: The base URI the document's `#/...` references resolve against.
 DOCUMENT_URI = "https://bazaar.test/contracts/asyncapi/events.yaml"
-#: An event type: `<service>.<entity>.<what happened>`.
-EVENT_TYPE = re.compile(r"^(auth|catalog|orders)\.[a-z_]+\.[a-z_]+$")
-SERVICES = ("auth", "catalog", "orders")
+#: The auth service of these tests: its issuer, bootstrap admin and the orders client's secret.
+ISSUER = "http://gateway.contracts.test"
+ADMIN = ("admin@contracts.test", "contracts-admin-password")
+ORDERS_SECRET = "contracts-orders-client-secret"
 
 
 def _is_utc_date_time(value: object) -> bool:
@@ -124,6 +128,93 @@ class EventContract:
             problems.append(f"subject is not data.{subject_field}")
         return problems
 
+    def sent_by(self, service: str) -> set[str]:
+        """The event types the document has `service` send."""
+        return {t for t in self.messages() if t.startswith(f"{service}.")}
+
+
+@dataclass(frozen=True)
+class OutboxContents:
+    """The rows of one service's outbox, and what is wrong with each nonconforming one."""
+
+    rows: list[dict[str, Any]]
+    problems: dict[str, list[str]]
+
+    @property
+    def types(self) -> set[str]:
+        """The event types written."""
+        return {row["type"] for row in self.rows}
+
+    def events(self, type: str) -> list[dict[str, Any]]:
+        """The events of one type, oldest first."""
+        return [row["event"] for row in self.rows if row["type"] == type]
+
+
+def _row_problems(row: dict[str, Any], contract: EventContract) -> list[str]:
+    event = row["event"]
+    problems = contract.violations(event)
+    if isinstance(event, dict):
+        columns = {"type": row["type"], "subject": row["subject"]}
+        if row["traceparent"] is not None:
+            columns["traceparent"] = row["traceparent"]
+        problems += [
+            f"the row's {k} is not the event's" for k, v in columns.items() if event.get(k) != v
+        ]
+    return problems
+
+
+async def read_outbox(url: str, contract: EventContract) -> OutboxContents:
+    """Every row of a service's outbox, checked against the document and its own columns."""
+    conn = await asyncpg.connect(url)
+    try:
+        records = await conn.fetch(
+            "SELECT type, subject, traceparent, event::text AS event FROM outbox ORDER BY position"
+        )
+    finally:
+        await conn.close()
+    rows = [{**dict(r), "event": json.loads(r["event"])} for r in records]
+    problems = {
+        f"{row['type']} #{number}": found
+        for number, row in enumerate(rows)
+        if (found := _row_problems(row, contract))
+    }
+    return OutboxContents(rows, problems)
+
+
+@pytest.fixture(scope="session")
+def outbox_of(event_contract: EventContract) -> Callable[[str], Awaitable[OutboxContents]]:
+    """Read a service's outbox (by database URL) and check every event in it."""
+    return lambda url: read_outbox(url, event_contract)
+
+
+@pytest.fixture
+def new_trace() -> Callable[[], tuple[str, dict[str, str]]]:
+    """A fresh trace id, and the `traceparent` header that continues it."""
+
+    def trace() -> tuple[str, dict[str, str]]:
+        trace_id = uuid.uuid4().hex
+        return trace_id, {"traceparent": f"00-{trace_id}-00f067aa0ba902b7-01"}
+
+    return trace
+
+
+@pytest.fixture
+def contracts_auth_settings(system_databases: dict[str, str]) -> AuthSettings:
+    """Auth over the run's system database, with a known admin and the orders client."""
+    return AuthSettings(
+        _env_file=None,  # type: ignore[call-arg]
+        environment="test",
+        database_url=system_databases["auth"],
+        jwt_issuer=ISSUER,
+        admin_email=ADMIN[0],
+        admin_password=SecretStr(ADMIN[1]),
+        clients=(
+            ClientConfig(
+                client_id="orders", secret=SecretStr(ORDERS_SECRET), scopes=("catalog:reserve",)
+            ),
+        ),
+    )
+
 
 @pytest.fixture(scope="session")
 def asyncapi_document() -> dict[str, Any]:
@@ -148,29 +239,6 @@ def deref(event_contract: EventContract) -> Callable[[Any], Any]:
 def event_violations(event_contract: EventContract) -> Callable[[Any], list[str]]:
     """What is wrong with a CloudEvent against the document (empty when it conforms)."""
     return event_contract.violations
-
-
-def _string_literals(path: Path) -> Iterator[str]:
-    for node in ast.walk(ast.parse(path.read_text("utf-8"), filename=str(path))):
-        if isinstance(node, ast.Constant) and isinstance(node.value, str):
-            yield node.value
-
-
-def declared_event_types(service: str) -> set[str]:
-    """The event types of `service` named in its source: string literals of its own prefix."""
-    source = ROOT / "services" / service / "src"
-    return {
-        literal
-        for path in sorted(source.rglob("*.py"))
-        for literal in _string_literals(path)
-        if EVENT_TYPE.match(literal) and literal.startswith(f"{service}.")
-    }
-
-
-@pytest.fixture(scope="session")
-def code_event_types() -> dict[str, set[str]]:
-    """Per service, the event types its source code names (and so may emit)."""
-    return {service: declared_event_types(service) for service in SERVICES}
 
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
