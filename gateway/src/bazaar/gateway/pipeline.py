@@ -11,6 +11,7 @@ from urllib.parse import parse_qs, unquote_plus
 from aiohttp import web
 from multidict import CIMultiDict
 
+from bazaar.gateway.accesslog import AccessLog
 from bazaar.gateway.authn import Authenticator, require
 from bazaar.gateway.clientaddr import ClientAddress
 from bazaar.gateway.config import GatewaySettings
@@ -80,6 +81,7 @@ class Pipeline:
         self.authn = authenticator
         self.limiter = limiter
         self.metrics = metrics
+        self.access = AccessLog(access_log)
         self.clients = ClientAddress(settings.trusted_proxies)
         self.cors = Cors(settings.cors_origins)
         self.policies = {
@@ -260,12 +262,11 @@ class Pipeline:
         label = route.label if route else "unmatched"
         method = request.method if request.method in KNOWN_METHODS else "OTHER"
         self.metrics.observe(label, method, response.status, elapsed)
-        access_log.info(
-            "%s %s %s",
-            request.method,
-            request.path,
-            response.status,
-            extra={
+        self.access.write(
+            method=request.method,
+            path=request.path,
+            status=response.status,
+            fields={
                 "http_method": method,
                 "http_route": label,
                 "http_status": response.status,
