@@ -5,7 +5,8 @@
     supervise.py down [--run-dir DIR]
     supervise.py status [--run-dir DIR]
 
-The suite is data (JSON): `prepare` steps run once, in order, then every program starts in
+The suite is data (JSON): `prepare` steps run once (steps of one `chain` in order, chains side
+by side), then every program starts in
 its own session with its output in DIR/<name>.log. A program that exits is reported (status,
 uptime, the last lines of its log) and restarted with a doubling back-off. Once every
 `ready_url` answers 200 the suite's `banner` is printed. SIGINT/SIGTERM/SIGHUP stop the
@@ -27,8 +28,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
 
-from supervise_child import Child, Program, is_listening, say
+from supervise_child import Child, Program, describe_status, is_listening, say
 from supervise_lock import RunDir
+from supervise_prepare import run_prepare
 
 #: Seconds an orderly stop waits for every program before SIGKILL (services drain for 20 s).
 STOP_GRACE = 25.0
@@ -62,9 +64,13 @@ class Supervisor:
         for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             signal.signal(signum, self._on_signal)
         self.run.write_state("starting", self._snapshot())
-        if not self._prepare():
+        if not run_prepare(self.prepare, self.run.path, stopping=lambda: self.stopping):
             self.run.write_state("failed", self._snapshot())
             return 1
+        say(
+            f"== prepared after {time.time() - self.since:.1f} s; starting "
+            + ", ".join(c.name for c in self.children)
+        )
         for child in self.children:
             child.start()
         status = self._watch(ready_timeout, detached=detached)
@@ -72,23 +78,6 @@ class Supervisor:
         self._stop_all()
         self.run.write_state("stopped" if status == 0 else "failed", self._snapshot())
         return status
-
-    def _prepare(self) -> bool:
-        for step in self.prepare:
-            argv = [str(a) for a in step["argv"]]
-            say(f"== {step.get('label', ' '.join(argv))}")
-            done = subprocess.run(argv, capture_output=True, text=True, check=False)
-            if self.stopping:
-                return False
-            if done.returncode != 0:
-                tail = (done.stdout + done.stderr).strip().splitlines()[-8:]
-                say(f"error: `{' '.join(argv)}` failed with status {done.returncode}")
-                for line in tail:
-                    say(f"    {line}")
-                if step.get("hint"):
-                    say(f"hint: {step['hint']}")
-                return False
-        return True
 
     def _watch(self, ready_timeout: float, *, detached: bool) -> int:
         deadline = time.monotonic() + ready_timeout
@@ -144,8 +133,8 @@ class Supervisor:
                 break
             time.sleep(POLL)
         for child in running:
-            status = child.process.wait() if child.process is not None else None
-            say(f"  {child.name} stopped (status {status})")
+            status = child.process.wait() if child.process is not None else 0
+            say(f"  {child.name} stopped ({describe_status(status)})")
 
     def _snapshot(self) -> dict[str, object]:
         return {c.name: c.describe() for c in self.children}

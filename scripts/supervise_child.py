@@ -123,7 +123,7 @@ class Child:
             self.ready = self.program.ready_url is None
             self.restart_at = now + self.backoff
             say(
-                f"supervisor: {self.name} exited ({_describe(status)}) after {uptime:.1f} s; "
+                f"supervisor: {self.name} exited ({describe_status(status)}) after {uptime:.1f} s; "
                 f"restarting in {self.backoff:.1f} s (restart {self.restarts + 1}). Its log:"
             )
             for line in self.log_tail(5):
@@ -166,7 +166,6 @@ class Child:
         }
 
 
-def _describe(status: int) -> str:
-    if status < 0:
-        return f"killed by {signal.Signals(-status).name}"
-    return f"status {status}"
+def describe_status(status: int) -> str:
+    """An exit status in words: `status 3`, `by SIGTERM`."""
+    return f"by {signal.Signals(-status).name}" if status < 0 else f"status {status}"

@@ -246,10 +246,51 @@ def test_detach_returns_once_ready_and_down_stops_the_whole_tree(tmp_path: Path)
     )
     assert down.returncode == 0
     assert "stopped." in down.stdout
-    assert all(_gone(pid) for pid in pids + [int(state["pid"])])
+    assert all(_gone(pid) for pid in [*pids, int(state["pid"])])
     status = subprocess.run(_command("status", "--run-dir", str(run_dir)), capture_output=True)
     assert status.returncode == 3
     again = subprocess.run(
         _command("down", "--run-dir", str(run_dir)), capture_output=True, text=True, timeout=30
     )
     assert "Nothing to stop" in again.stdout
+
+
+def test_prepare_chains_keep_their_order_and_a_failure_stops_the_other_chains(
+    tmp_path: Path,
+) -> None:
+    marker = tmp_path / "first-done"
+    steps = [
+        {"chain": "a", "argv": [sys.executable, "-c", f"open({str(marker)!r}, 'w')"]},
+        {
+            "chain": "a",
+            "label": "a: second",
+            "argv": [
+                sys.executable,
+                "-c",
+                f"import os, sys; sys.exit(not os.path.exists({str(marker)!r}))",
+            ],
+        },
+        {
+            "chain": "b",
+            "label": "b: slow",
+            "argv": [sys.executable, "-c", "import time; time.sleep(60)"],
+        },
+        {
+            "chain": "c",
+            "label": "c: fails",
+            "argv": [sys.executable, "-c", "import time, sys; time.sleep(3); sys.exit(4)"],
+        },
+    ]
+    suite = _suite(tmp_path, "serve", prepare=steps)
+    began = time.monotonic()
+    done = subprocess.run(
+        _command("up", str(suite), "--run-dir", str(tmp_path / "run")),
+        capture_output=True,
+        text=True,
+        timeout=50,
+    )
+    assert time.monotonic() - began < 30  # b's minute of sleep was cut short
+    assert done.returncode == 1
+    assert "failed with status 4" in done.stdout
+    assert "== a: second" in done.stdout  # ran after the first step of its chain, and passed
+    assert "with status 1" not in done.stdout
