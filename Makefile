@@ -7,7 +7,7 @@ UV := $(shell command -v uv 2>/dev/null || echo $(CURDIR)/.tools/bin/uv)
 
 SRC := shared/src services/catalog/src services/auth/src services/orders/src gateway/src
 
-.PHONY: help up test deps lint typecheck pytest contracts db clean
+.PHONY: help up down test deps lint typecheck pytest contracts db clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -20,8 +20,17 @@ $(CURDIR)/.tools/bin/uv:
 deps: $(UV) ## install the locked dependencies into .venv
 	@$(UV) sync --locked --quiet
 
-up: deps ## create the databases, migrate, seed demo data and run the suite
-	@scripts/up.sh
+# When `make up` began (before deps), so the suite can say how long it took to be ready.
+ifneq ($(filter up,$(MAKECMDGOALS)),)
+UP_T0 := $(shell date +%s.%N)
+endif
+
+up: deps ## create the databases, migrate, seed, run the suite (DETACH=1: in the background)
+	@BAZAAR_UP_T0=$(UP_T0) DETACH=$(DETACH) scripts/up.sh
+
+down: ## stop a suite started with make up DETACH=1
+	@python3 scripts/supervise.py down
+
 
 test: deps lint typecheck pytest ## lint, type-check and run every test
 
