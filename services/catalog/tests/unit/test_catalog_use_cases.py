@@ -77,6 +77,9 @@ class FakeReservations:
     async def get(self, reservation_id: UUID, *, for_update: bool = False) -> Reservation | None:
         return self.rows.get(reservation_id)
 
+    async def get_by_order(self, order_id: UUID, *, for_update: bool = False) -> Reservation | None:
+        return next((r for r in self.rows.values() if r.order_id == order_id), None)
+
     async def mark_released(self, reservation_id: UUID) -> bool:
         current = self.rows[reservation_id]
         if not current.is_active:

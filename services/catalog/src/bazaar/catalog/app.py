@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
+from bazaar.catalog.adapters.events import SUBSCRIPTIONS
 from bazaar.catalog.api import products, reservations
 from bazaar.catalog.api.errors import ERROR_MAP
 from bazaar.catalog.config import CatalogSettings
@@ -18,4 +19,5 @@ def create_app(settings: CatalogSettings | None = None) -> FastAPI:
         description="Products, stock and stock reservations.",
         routers=[products.router, reservations.router],
         error_map=ERROR_MAP,
+        subscriptions=SUBSCRIPTIONS,
     )

@@ -28,6 +28,8 @@ SELECT_RESERVATION = """
 SELECT id, order_id, status, created_at, released_at FROM reservation WHERE id = $1
 """
 
+SELECT_ORDER_RESERVATION_ID = "SELECT id FROM reservation WHERE order_id = $1"
+
 SELECT_LINES = """
 SELECT product_id, sku, name, quantity, unit_price_cents, currency
 FROM reservation_line WHERE reservation_id = $1 ORDER BY line_no
@@ -93,6 +95,13 @@ class ReservationRepository:
             created_at=row["created_at"],
             released_at=row["released_at"],
         )
+
+    async def get_by_order(self, order_id: UUID, *, for_update: bool = False) -> Reservation | None:
+        """The order's reservation (an order holds at most one), or None."""
+        reservation_id = await self.conn.fetchval(SELECT_ORDER_RESERVATION_ID, order_id)
+        if reservation_id is None:
+            return None
+        return await self.get(reservation_id, for_update=for_update)
 
     async def mark_released(self, reservation_id: UUID) -> bool:
         """Mark an active reservation released; False if it was not active."""

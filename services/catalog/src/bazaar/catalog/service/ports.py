@@ -32,6 +32,9 @@ class Reservations(Protocol):
     async def get(
         self, reservation_id: UUID, *, for_update: bool = False
     ) -> Reservation | None: ...
+    async def get_by_order(
+        self, order_id: UUID, *, for_update: bool = False
+    ) -> Reservation | None: ...
     async def mark_released(self, reservation_id: UUID) -> bool: ...
 
 

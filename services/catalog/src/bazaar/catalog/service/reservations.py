@@ -60,9 +60,29 @@ async def release_reservation(reservation_id: UUID, *, uow: UnitOfWork) -> bool:
     reservation = await uow.reservations.get(reservation_id, for_update=True)
     if reservation is None:
         raise ReservationNotFound(f"Reservation {reservation_id} does not exist.")
+    return await _release(reservation, uow=uow)
+
+
+async def release_for_cancelled_order(
+    order_id: UUID, reservation_id: UUID | None, *, uow: UnitOfWork
+) -> bool:
+    """Release what a cancelled order holds (its reservation, else its active one); once."""
+    reservation = None
+    if reservation_id is not None:
+        reservation = await uow.reservations.get(reservation_id, for_update=True)
+    if reservation is None:
+        # Cancelled before orders learnt the reservation id: look it up by the order.
+        reservation = await uow.reservations.get_by_order(order_id, for_update=True)
+    if reservation is None or reservation.order_id != order_id:
+        return False
+    return await _release(reservation, uow=uow)
+
+
+async def _release(reservation: Reservation, *, uow: UnitOfWork) -> bool:
+    """Mark released, give the stock back and emit catalog.stock.released, if still active."""
     if not reservation.is_active:
         return False
-    await uow.reservations.mark_released(reservation_id)
+    await uow.reservations.mark_released(reservation.id)
     await uow.products.adjust_stock({li.product_id: li.quantity for li in reservation.lines})
     await uow.events.add(
         "catalog.stock.released",
