@@ -1,4 +1,4 @@
-"""The command line every service offers: create-db, migrate, seed, serve, openapi and more."""
+"""The command line every service offers: create-db, migrate, seed, serve, openapi, parked…"""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from fastapi import FastAPI
 from bazaar.shared import migrations
 from bazaar.shared.dbadmin import ensure_database
 from bazaar.shared.logging import configure_logging
+from bazaar.shared.messaging.operator import configure_parked, run_parked
 from bazaar.shared.settings import ServiceSettings, settings_dump
 
 #: Seconds in-flight requests get to finish after SIGTERM before the server exits.
@@ -70,6 +71,7 @@ def _parser(name: str, extra: Sequence[ExtraCommand]) -> argparse.ArgumentParser
     sub.add_parser("serve", help="serve HTTP until SIGTERM/SIGINT")
     doc = sub.add_parser("openapi", help="print the OpenAPI document")
     doc.add_argument("--output", type=Path, help="write to this file instead of stdout")
+    configure_parked(sub.add_parser("parked", help="list, show or re-drive parked events"))
     for command in extra:
         command.configure(sub.add_parser(command.name, help=command.help))
     return parser
@@ -124,4 +126,8 @@ def run(commands: ServiceCommands, argv: Sequence[str] | None = None) -> int:
                 args.output.write_text(document)
             else:
                 sys.stdout.write(document)
+        case "parked":
+            broker = settings.amqp_url.get_secret_value() if settings.amqp_url else None
+            subscriptions = commands.app(settings).state.subscriptions
+            return run_parked(broker, settings.service_name, subscriptions, args)
     return 0
