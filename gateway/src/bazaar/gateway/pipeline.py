@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 import logging
 import time
-from urllib.parse import parse_qs, unquote_plus
 
 from aiohttp import web
-from multidict import CIMultiDict
 
 from bazaar.gateway.accesslog import AccessLog
 from bazaar.gateway.authn import Authenticator, require
@@ -23,36 +19,18 @@ from bazaar.gateway.errors import (
     RateLimited,
     error_response,
 )
+from bazaar.gateway.forwarding import is_plain_path, token_subject, upstream_headers
 from bazaar.gateway.metrics import GatewayMetrics
-from bazaar.gateway.proxy import Upstream, end_to_end
+from bazaar.gateway.proxy import Upstream
 from bazaar.gateway.ratelimit import Policy, RateLimiter, Verdict
 from bazaar.gateway.routes import Route, RouteTable
-from bazaar.gateway.tracing import TraceContext, continue_or_start
+from bazaar.gateway.tracing import TraceContext, continue_or_start, fresh_ids
 from bazaar.shared.auth import Principal
 from bazaar.shared.middleware import accept_request_id
 from bazaar.shared.tracecontext import request_id_var
 
 access_log = logging.getLogger("bazaar.access")
 
-#: Headers a client might send to pass itself off as someone: never forwarded.
-IDENTITY_HEADERS = (
-    "x-user-id",
-    "x-user",
-    "x-user-email",
-    "x-user-roles",
-    "x-user-scopes",
-    "x-authenticated-user",
-    "x-authenticated-userid",
-    "x-forwarded-user",
-    "x-forwarded-email",
-    "x-principal",
-    "x-client-id",
-    "x-scopes",
-    "x-remote-user",
-    "x-consumer-id",
-    "x-consumer-username",
-)
-IDENTITY_PREFIXES = ("x-auth-", "x-bazaar-")
 #: Metric labels take these as they are; any other method token counts as OTHER (a client
 #: must not be able to create unbounded series).
 KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
@@ -91,8 +69,10 @@ class Pipeline:
     async def handle(self, request: web.Request) -> web.StreamResponse:
         """Serve one request end to end; every answer carries the request and trace ids."""
         started = time.perf_counter()
-        trace = continue_or_start(request.headers.get("traceparent"))
-        request_id = accept_request_id(request.headers.get("X-Request-ID"))
+        ids = fresh_ids()  # one system call for the new trace, span and request ids
+        given_id = request.headers.get("X-Request-ID")
+        trace = continue_or_start(request.headers.get("traceparent"), ids)
+        request_id = ids[48:] if given_id is None else accept_request_id(given_id)
         token = request_id_var.set(request_id)
         own = {"X-Request-ID": request_id, "X-Trace-Id": trace.trace_id, **SECURITY_HEADERS}
         route: Route | None = None
@@ -165,7 +145,7 @@ class Pipeline:
             own.update({"Deprecation": "true", "Sunset": config.deprecated_sunset})
             who = principal.subject if principal else client
             self.metrics.deprecated.labels(route.label, who).inc()
-        headers = self._upstream_headers(request, trace, request_id)
+        headers = upstream_headers(request, self.clients, trace, request_id)
         upstream = self.upstreams[config.upstream]
         return await upstream.forward(
             request,
@@ -214,7 +194,7 @@ class Pipeline:
             checks.append((self.policies["anonymous"], client))
         extra = route.config.rate_limit
         if extra == "token":
-            who = _token_subject(body, authorization)
+            who = token_subject(body, authorization)
             if who is not None:  # refresh grants count only against the address policy
                 checks.append((self.policies["token"], f"{client}|{who}"))
         elif extra is not None:
@@ -227,26 +207,6 @@ class Pipeline:
             outcome = "allowed" if decision.allowed else "denied"
             self.metrics.rate_limit.inc((decision.policy.name, outcome))
         return verdict
-
-    def _upstream_headers(
-        self, request: web.Request, trace: TraceContext, request_id: str
-    ) -> CIMultiDict[str]:
-        headers = end_to_end(request.headers)
-        for name in list(headers):
-            lowered = name.lower()
-            if lowered in IDENTITY_HEADERS or lowered.startswith(IDENTITY_PREFIXES):
-                del headers[name]
-        headers.popall("Host", None)
-        if request.content_length is None:  # a buffered chunked body gets its own length
-            headers.popall("Content-Length", None)
-        headers["X-Forwarded-For"] = self.clients.forwarded_for(
-            request.remote, request.headers.get("X-Forwarded-For")
-        )
-        headers["X-Forwarded-Proto"] = request.scheme
-        headers["X-Forwarded-Host"] = request.host
-        headers["X-Request-ID"] = request_id
-        headers["traceparent"] = trace.traceparent()
-        return headers
 
     def _record(
         self,
@@ -277,46 +237,3 @@ class Pipeline:
                 "request_id": request_id,
             },
         )
-
-
-def _token_subject(body: bytes | None, authorization: str | None) -> str | None:
-    """Whom a token request is about: the username, or the client id of client credentials."""
-    if not body:
-        return None
-    try:
-        form = parse_qs(body.decode("utf-8"), keep_blank_values=True)
-    except UnicodeDecodeError:
-        return None
-    grant = form.get("grant_type", [""])[0]
-    if grant == "password":
-        return form.get("username", [""])[0].strip().lower() or None
-    if grant == "client_credentials":
-        return form.get("client_id", [""])[0] or _basic_client_id(authorization)
-    return None
-
-
-def _basic_client_id(authorization: str | None) -> str | None:
-    """The client id of HTTP Basic client authentication (RFC 6749 §2.3.1)."""
-    if authorization is None:
-        return None
-    scheme, _, encoded = authorization.partition(" ")
-    if scheme.lower() != "basic":
-        return None
-    try:
-        decoded = base64.b64decode(encoded.strip(), validate=True).decode()
-    except (binascii.Error, UnicodeDecodeError):
-        return None
-    client_id = unquote_plus(decoded.partition(":")[0])
-    return client_id or None
-
-
-def is_plain_path(request: web.Request) -> bool:
-    """No dot segments, encoded slashes or backslashes: the path routed is the path sent.
-
-    Upstream servers normalise `/v1/products/../reservations`; the gateway must not route
-    it as a product path (it would skip the internal-path rule and scope checks).
-    """
-    raw = request.rel_url.raw_path.lower()
-    if "%2f" in raw or "%5c" in raw or "\\" in raw:
-        return False
-    return not any(segment in (".", "..") for segment in request.path.split("/"))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 
 import aiohttp
 from aiohttp import web
@@ -30,6 +30,10 @@ HOP_BY_HOP = frozenset(
         "upgrade",
     }
 )
+_SKIPPED_DEFAULTS: CIMultiDict[None] = CIMultiDict(
+    (name, None) for name in ("Accept-Encoding", "Content-Type", "User-Agent")
+)
+_NOT_RELAYED = HOP_BY_HOP | {"content-length"}  # aiohttp sets the length it sends
 #: Answers up to this size are read whole (faster); larger ones are streamed chunk by chunk.
 BUFFER_LIMIT = 64 * 1024
 CHUNK = 64 * 1024
@@ -43,19 +47,31 @@ _CONNECT_ERRORS = (
 _RETRYABLE_STATUS = frozenset({502, 503, 504})
 
 
-def end_to_end(headers: CIMultiDictProxy[str] | CIMultiDict[str]) -> CIMultiDict[str]:
-    """The headers without hop-by-hop ones (and without those `Connection` lists)."""
-    named = {
+def connection_named(headers: CIMultiDictProxy[str] | CIMultiDict[str]) -> frozenset[str]:
+    """The (lower-case) header names the `Connection` header lists: hop-by-hop too."""
+    if "Connection" not in headers:
+        return frozenset()
+    return frozenset(
         token.strip().lower()
-        for value in headers.getall("Connection", [])
+        for value in headers.getall("Connection")
         for token in value.split(",")
-    }
-    out: CIMultiDict[str] = CIMultiDict()
-    for name, value in headers.items():
-        lowered = name.lower()
-        if lowered not in HOP_BY_HOP and lowered not in named:
-            out.add(name, value)
-    return out
+    )
+
+
+class ForwardRequest(aiohttp.ClientRequest):
+    """A request sent on a client's behalf: aiohttp adds no User-Agent, Accept-Encoding or
+    Content-Type of its own (the client's are forwarded as they are); `Accept: */*` is
+    added when the client sent none, as aiohttp does.
+
+    The session's `skip_auto_headers` would do the same, with a sort and two header copies
+    on every request.
+    """
+
+    def update_auto_headers(self, skip_auto_headers: Iterable[str] | None) -> None:  # noqa: ARG002
+        """Skip aiohttp's defaults (see the class)."""
+        self._skip_auto_headers = _SKIPPED_DEFAULTS
+        if "Accept" not in self.headers:
+            self.headers["Accept"] = "*/*"
 
 
 class Upstream:
@@ -82,7 +98,10 @@ class Upstream:
         self.session = aiohttp.ClientSession(
             connector=connector,
             auto_decompress=False,  # bytes pass through as the upstream encoded them
-            skip_auto_headers=("User-Agent", "Accept-Encoding", "Content-Type"),
+            request_class=ForwardRequest,
+            # One session serves every client: an upstream's Set-Cookie must reach its
+            # client, never be kept here and sent along with other clients' requests.
+            cookie_jar=aiohttp.DummyCookieJar(),
         )
         # aiohttp would also resend PUT/DELETE once on a dropped keep-alive connection;
         # the gateway retries safe methods only, itself (see _forward).
@@ -217,19 +236,31 @@ async def _body_stream(request: web.Request) -> AsyncIterator[bytes]:
         yield chunk
 
 
+def _answer_headers(
+    target: CIMultiDict[str], upstream: aiohttp.ClientResponse, extra: Mapping[str, str]
+) -> None:
+    """Copy the upstream's end-to-end headers (not its length) and the gateway's own."""
+    source = upstream.headers
+    named = connection_named(source)
+    for name, value in source.items():
+        lowered = name.lower()
+        if lowered in _NOT_RELAYED or (named and lowered in named):
+            continue
+        target.add(name, value)
+    target.update(extra)
+
+
 async def _relay(
     request: web.Request, upstream: aiohttp.ClientResponse, extra: Mapping[str, str]
 ) -> web.StreamResponse:
-    headers = end_to_end(upstream.headers)
-    headers.popall("Content-Length", None)
-    headers.update(extra)
     length = upstream.content_length
     if length is not None and length <= BUFFER_LIMIT:
         body = await upstream.read()
-        return web.Response(
-            status=upstream.status, reason=upstream.reason, body=body, headers=headers
-        )
-    response = web.StreamResponse(status=upstream.status, reason=upstream.reason, headers=headers)
+        answer = web.Response(status=upstream.status, reason=upstream.reason, body=body)
+        _answer_headers(answer.headers, upstream, extra)
+        return answer
+    response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
+    _answer_headers(response.headers, upstream, extra)
     if length is not None:
         response.content_length = length
     await response.prepare(request)
