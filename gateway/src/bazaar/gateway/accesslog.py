@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from datetime import UTC, datetime
 from json.encoder import encode_basestring
@@ -22,12 +23,20 @@ from bazaar.shared.logging import JsonFormatter, redact_text
 
 _json: Any = encode_basestring  # the C escaper json.dumps(..., ensure_ascii=False) uses
 _CONTEXT = ("trace_id", "span_id", "request_id")
+_MAY_HOLD_TOKEN = re.compile(r"(?i)bearer\s")
+
+
+def _text(text: str) -> str:
+    """A string's JSON, redacted as the shared formatter redacts it."""
+    if _MAY_HOLD_TOKEN.search(text):  # redact_text changes nothing without this
+        text = redact_text(text)
+    return str(_json(text))
 
 
 def _value(value: object) -> str:
     """A field's JSON, as the shared formatter writes it (strings redacted)."""
     if isinstance(value, str):
-        return str(_json(redact_text(value)))
+        return _text(value)
     if value is None or isinstance(value, bool):
         return {None: "null", True: "true", False: "false"}[value]
     if isinstance(value, int | float):
@@ -41,6 +50,7 @@ class AccessLog:
     def __init__(self, logger: logging.Logger) -> None:
         self._logger = logger
         self._pending: list[str] = []
+        self._turn_handler: logging.StreamHandler[TextIO] | None = None
 
     def write(
         self,
@@ -54,7 +64,8 @@ class AccessLog:
         logger = self._logger
         if not logger.isEnabledFor(logging.INFO):
             return
-        handler = self._direct_handler()
+        # Within one loop turn the set-up is the one the first line of the turn found.
+        handler = self._turn_handler if self._pending else self._direct_handler()
         if handler is None:
             logger.info("%s %s %s", method, path, status, extra=fields)
             return
@@ -66,7 +77,7 @@ class AccessLog:
             ', "level": "info", "logger": ',
             _json(logger.name),
             ', "message": ',
-            _json(redact_text(f"{method} {path} {status}")),
+            _text(f"{method} {path} {status}"),
             ', "service": ',
             _json(formatter.service),
             ', "version": ',
@@ -80,6 +91,7 @@ class AccessLog:
                 parts += (f", {_json(key)}: ", _value(value))
         parts.append("}\n")
         if not self._pending:
+            self._turn_handler = handler
             asyncio.get_running_loop().call_soon(self._flush, handler)
         self._pending.append("".join(parts))
 

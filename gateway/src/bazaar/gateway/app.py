@@ -103,8 +103,21 @@ def create_app(settings: GatewaySettings | None = None) -> web.Application:
         for r in docs_routes(aggregator)
         if isinstance(r, web.RouteDef)
     )
-    app.router.add_route("*", "/{tail:.*}", pipeline.handle)
+    everything = EveryPath()
+    app.router.register_resource(everything)
+    everything.add_route("*", pipeline.handle)
     return app
+
+
+class EveryPath(web.DynamicResource):
+    """`/{tail:.*}` without its cost: every path matches, with nothing to extract (the
+    pipeline routes by `request.path` itself), so no regex runs and nothing is unquoted."""
+
+    def __init__(self) -> None:
+        super().__init__("/{tail:.*}")
+
+    def _match(self, path: str) -> dict[str, str] | None:  # noqa: ARG002
+        return {}
 
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
