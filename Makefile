@@ -31,7 +31,6 @@ up: deps ## create the databases, migrate, seed, run the suite (DETACH=1: in the
 down: ## stop a suite started with make up DETACH=1
 	@python3 scripts/supervise.py down
 
-
 test: deps lint typecheck pytest ## lint, type-check and run every test
 
 lint: deps ## ruff check and ruff format --check
@@ -45,7 +44,7 @@ pytest: deps ## every test: unit, integration (real PostgreSQL, Redis), contract
 	@scripts/ensure-chromium.sh
 	$(UV) run --locked pytest $(PYTEST_ARGS)
 
-SERVICES := auth catalog
+SERVICES := auth catalog orders
 
 contracts: deps ## regenerate the committed OpenAPI documents
 	@for s in $(SERVICES); do $(UV) run --locked bazaar-$$s openapi --output contracts/openapi/$$s.json; done
