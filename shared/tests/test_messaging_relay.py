@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 
+import aio_pika
 import asyncpg
 import pytest_asyncio
 from prometheus_client import CollectorRegistry
 
 from bazaar.shared.db import Database, PoolSettings
 from bazaar.shared.messaging import Broker, MessagingMetrics, OutboxRelay, RelaySettings
+from bazaar.shared.messaging.topology import UNROUTED
 from bazaar.shared.outbox import OUTBOX_DDL, add_event
 from bazaar.shared.testing.amqp import eventually, tap_events
 from bazaar.shared.testing.postgres import DatabaseFactory
@@ -95,25 +98,51 @@ async def _none_pending(db: Database) -> bool:
     return await pending(db) == 0
 
 
+async def test_an_event_without_subscribers_is_confirmed_and_kept_in_the_unrouted_queue(
+    db: Database, amqp_url: str
+) -> None:
+    async with RunningRelay(db, amqp_url, RelaySettings(poll_seconds=0.1)) as running:
+        await emit_many(db, "test.lonely.made", 1)
+        await eventually(lambda: _none_pending(db))
+        assert (
+            running.metrics.value("bazaar_events_publish_failures_total", reason="unroutable") == 0
+        )
+    async with await aio_pika.connect(amqp_url) as connection:
+        channel = await connection.channel()
+        queue = await channel.declare_queue(UNROUTED, passive=True)
+        kept = await queue.get(no_ack=True)
+    assert kept.routing_key == "test.lonely.made"
+    assert json.loads(kept.body)["type"] == "test.lonely.made"
+
+
 async def test_an_unroutable_event_stays_pending_and_raises_the_alarm_while_others_flow(
     db: Database, amqp_url: str
 ) -> None:
-    async with tap_events(amqp_url, "test.routed.#") as tap:
+    async with AsyncExitStack() as stack:
+        tap = await stack.enter_async_context(tap_events(amqp_url, "test.routed.#"))
+        running = await stack.enter_async_context(
+            RunningRelay(db, amqp_url, RelaySettings(poll_seconds=0.1))
+        )
+        await emit_many(db, "test.routed.zero", 1)
+        await tap.wait_for(1)  # the relay has declared its topology
+        # A broken topology: the alternate exchange leads nowhere, so mandatory comes back.
+        connection = await stack.enter_async_context(await aio_pika.connect(amqp_url))
+        channel = await connection.channel()
+        unrouted = await channel.declare_queue(UNROUTED, passive=True)
+        await unrouted.unbind(UNROUTED)
+        stack.push_async_callback(unrouted.bind, UNROUTED)
         await emit_many(db, "test.routed.one", 2)
         await emit_many(db, "test.nobody.listens", 1)
         await emit_many(db, "test.routed.two", 2)
-        async with RunningRelay(db, amqp_url, RelaySettings(poll_seconds=0.1)) as running:
-            await tap.wait_for(4)
+        await tap.wait_for(5)
 
-            async def alarmed() -> bool:
-                return (
-                    running.metrics.value(
-                        "bazaar_events_publish_failures_total", reason="unroutable"
-                    )
-                    >= 2
-                )
+        async def alarmed() -> bool:
+            return (
+                running.metrics.value("bazaar_events_publish_failures_total", reason="unroutable")
+                >= 2
+            )
 
-            await eventually(alarmed)
+        await eventually(alarmed)
     async with db.connection() as conn:
         rows = await conn.fetch(
             "SELECT type, attempts, last_error FROM outbox WHERE published_at IS NULL"
@@ -121,9 +150,8 @@ async def test_an_unroutable_event_stays_pending_and_raises_the_alarm_while_othe
     assert [r["type"] for r in rows] == ["test.nobody.listens"]
     assert rows[0]["attempts"] >= 2
     assert rows[0]["last_error"].startswith("unroutable")
-    assert (
-        sorted(e["type"] for e in tap.events) == ["test.routed.one"] * 2 + ["test.routed.two"] * 2
-    )
+    routed = ["test.routed.one"] * 2 + ["test.routed.two"] * 2 + ["test.routed.zero"]
+    assert sorted(e["type"] for e in tap.events) == routed
 
 
 async def test_two_relay_replicas_publish_every_event_exactly_once(

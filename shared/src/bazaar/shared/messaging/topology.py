@@ -11,6 +11,10 @@ from pamqp.common import FieldTable
 
 #: The one topic exchange of every domain event; the routing key is the event type.
 EVENTS_EXCHANGE = "bazaar.events"
+#: The alternate exchange and queue of events no subscriber is bound for (yet): kept, bounded,
+#: for operators, so an event without subscribers is neither lost nor an endless alarm.
+UNROUTED = "bazaar.events.unrouted"
+UNROUTED_MAX_LENGTH = 100_000
 #: Durable queues are quorum queues (replicated, poison-aware) where the broker has them.
 QUORUM: FieldTable = {"x-queue-type": "quorum"}
 
@@ -32,9 +36,23 @@ class QueueNames:
 
 
 async def declare_exchange(channel: AbstractChannel) -> AbstractExchange:
-    """Declare the durable topic exchange of domain events (idempotent)."""
+    """Declare the durable topic exchange of domain events and its alternate (idempotent).
+
+    With the alternate exchange in place, a `mandatory` publication comes back only when
+    the topology itself is broken, which is an alarm and never a silent loss.
+    """
+    unrouted = await channel.declare_exchange(UNROUTED, aio_pika.ExchangeType.FANOUT, durable=True)
+    parked = await channel.declare_queue(
+        UNROUTED,
+        durable=True,
+        arguments={**QUORUM, "x-max-length": UNROUTED_MAX_LENGTH},
+    )
+    await parked.bind(unrouted)
     return await channel.declare_exchange(
-        EVENTS_EXCHANGE, aio_pika.ExchangeType.TOPIC, durable=True
+        EVENTS_EXCHANGE,
+        aio_pika.ExchangeType.TOPIC,
+        durable=True,
+        arguments={"alternate-exchange": UNROUTED},
     )
 
 
