@@ -288,3 +288,25 @@ async def test_a_token_for_a_public_route_is_still_forwarded_unchanged(
     response = await client.get("/v1/products", headers={"Authorization": f"Bearer {token}"})
     payload = await expect.echo(response)
     assert expect.headers(payload).getall("Authorization") == [f"Bearer {token}"]
+
+
+# -- cookies ----------------------------------------------------------------------------
+
+
+async def test_an_upstreams_cookie_reaches_its_client_and_is_never_sent_for_another(
+    fakes, gateways
+) -> None:
+    async def sets_cookie(request: web.Request, _body: bytes) -> web.StreamResponse:
+        answer = web.json_response({"cookie": request.headers.get("Cookie")})
+        answer.set_cookie("session", "alice-secret", path="/")
+        return answer
+
+    catalog = await fakes.upstream("catalog", sets_cookie)
+    # By name, not by address: aiohttp's cookie jar keeps no cookies of bare IP addresses.
+    by_name = catalog.url.replace("127.0.0.1", "localhost")
+    client = await gateways.start({"catalog": by_name})
+    first = await client.get("/v1/products/1")
+    assert "alice-secret" in first.headers["Set-Cookie"]
+    client.session.cookie_jar.clear()  # the next request is another client's, cookie-less
+    await client.get("/v1/products/2")
+    assert [seen.headers.get("Cookie") for seen in catalog.seen] == [None, None]

@@ -70,25 +70,18 @@ class AccessLog:
             logger.info("%s %s %s", method, path, status, extra=fields)
             return
         formatter: JsonFormatter = handler.formatter  # type: ignore[assignment]
-        created = datetime.fromtimestamp(time.time(), UTC)
+        stamp = datetime.fromtimestamp(time.time(), UTC).isoformat(timespec="milliseconds")
         parts = [
-            '{"time": ',
-            _json(created.isoformat(timespec="milliseconds")),
-            ', "level": "info", "logger": ',
-            _json(logger.name),
-            ', "message": ',
-            _text(f"{method} {path} {status}"),
-            ', "service": ',
-            _json(formatter.service),
-            ', "version": ',
-            _json(formatter.version),
+            f'{{"time": "{stamp}", "level": "info", "logger": {_json(logger.name)}, '
+            f'"message": {_text(f"{method} {path} {status}")}, '
+            f'"service": {_json(formatter.service)}, "version": {_json(formatter.version)}'
         ]
         # The formatter's own trace_id, span_id and request_id come first; fields override them.
         for key in _CONTEXT:
-            parts += (f", {_json(key)}: ", _value(fields.get(key)))
+            parts.append(f', "{key}": {_value(fields.get(key))}')
         for key, value in fields.items():
             if key not in _CONTEXT:
-                parts += (f", {_json(key)}: ", _value(value))
+                parts.append(f", {_json(key)}: {_value(value)}")
         parts.append("}\n")
         if not self._pending:
             self._turn_handler = handler

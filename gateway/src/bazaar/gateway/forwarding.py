@@ -115,7 +115,12 @@ def is_plain_path(request: web.Request) -> bool:
     Upstream servers normalise `/v1/products/../reservations`; the gateway must not route
     it as a product path (it would skip the internal-path rule and scope checks).
     """
-    raw = request.rel_url.raw_path.lower()
-    if "%2f" in raw or "%5c" in raw or "\\" in raw:
-        return False
-    return not any(segment in (".", "..") for segment in request.path.split("/"))
+    raw = request.rel_url.raw_path
+    if "%" in raw or "\\" in raw:
+        lowered = raw.lower()
+        if "%2f" in lowered or "%5c" in lowered or "\\" in lowered:
+            return False
+    path = request.path
+    if "/." not in path:  # every dot segment follows a slash
+        return True
+    return not any(segment in (".", "..") for segment in path.split("/"))
