@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from typing import Any
 
@@ -40,8 +39,11 @@ def make_breaker(
 ) -> pybreaker.CircuitBreaker:
     """A breaker for `name`: opens after `fail_max` failures in a row, probes after the timeout.
 
-    A cancelled call (the client went away, a deadline ran out) says nothing about the
-    dependency's health, so it does not count.
+    A cancelled call counts as a failure: the call's own deadline cancels the attempt that
+    outlives it, so a hanging dependency must trip the breaker. (pybreaker has no neutral
+    outcome: an excluded exception counts as a success and resets the failure count.) The
+    failure that trips the breaker is raised as it was, never swapped for a
+    CircuitBreakerError, so a cancellation stays a cancellation.
     """
     gauge = None
     if registry is not None:
@@ -55,7 +57,7 @@ def make_breaker(
     return pybreaker.CircuitBreaker(
         fail_max=fail_max,
         reset_timeout=reset_timeout,
-        exclude=[asyncio.CancelledError],
+        throw_new_error_on_trip=False,
         listeners=[_StateListener(gauge)],
         name=name,
     )
