@@ -151,6 +151,8 @@ class SlowCatalog:
     hold_next: int = 0
     #: While set, every reservation answer is held back.
     holding: bool = False
+    #: While set, every request is answered 503 and catalog never sees it.
+    down: bool = False
     #: How long an answer is held at most (orders has long given up by then).
     hold_seconds: float = 5.0
     #: The status of every reservation catalog answered, held back or not.
@@ -159,6 +161,8 @@ class SlowCatalog:
     _let_go: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def forward(self, request: web.Request) -> web.StreamResponse:
+        if self.down:
+            return web.json_response({"detail": "catalog is down"}, status=503)
         headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP_BY_HOP}
         async with self.session.request(
             request.method,

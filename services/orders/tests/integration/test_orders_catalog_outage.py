@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import time
+import uuid
 from typing import Any
 
 import httpx
@@ -136,3 +137,37 @@ async def test_an_order_placed_once_catalog_is_back_and_the_breaker_closed_is_co
 
     # Within the breaker's reset time (1 s) and a probe, orders asks catalog again.
     await eventually(confirmed_at_once, within=5)
+
+
+async def test_a_pending_order_cancelled_while_catalog_is_down_holds_no_stock_once_it_is_back(
+    place: Any,
+    client: httpx.AsyncClient,
+    customer: Any,
+    new_product: Any,
+    stock_of: Any,
+    reservations_for: Any,
+    orders_db: Any,
+    catalog_proxy: ChaosProxy,
+    eventually: Any,
+) -> None:
+    product = await new_product(stock=5)
+    await catalog_proxy.set_mode(Mode.REFUSE)
+    pending = await place([{"product_id": product["id"], "quantity": 2}])
+    assert pending.status_code == 202, pending.text
+    order_id = pending.json()["id"]
+    cancelled = await client.post(f"/v1/orders/{order_id}/cancel", headers=customer())
+    assert cancelled.json()["status"] == "cancelled"
+
+    await catalog_proxy.set_mode(Mode.FORWARD)
+
+    async def nothing_left_to_release() -> bool:
+        return not await orders_db.fetchval(
+            "SELECT release_pending FROM customer_order WHERE id = $1", uuid.UUID(order_id)
+        )
+
+    await eventually(nothing_left_to_release)
+    assert all(r["status"] == "released" for r in await reservations_for(order_id))
+    assert await stock_of(product["id"]) == 5
+    got = await client.get(f"/v1/orders/{order_id}", headers=customer())
+    assert got.json()["status"] == "cancelled"
+    assert got.json()["stock_released"] is True

@@ -1,0 +1,141 @@
+"""Orders pending too long are rejected; stock that landed for them meanwhile is given back."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import pytest
+
+from bazaar.orders.config import OrdersSettings
+
+
+@pytest.fixture
+def orders_settings(orders_settings: OrdersSettings, slow_catalog: Any) -> OrdersSettings:
+    """Orders pending for more than a second are given up; catalog is behind the slow hop."""
+    return orders_settings.model_copy(
+        update={"catalog_url": slow_catalog.url, "pending_max_age_seconds": 1.0}
+    )
+
+
+@pytest.fixture
+def settled(orders_db: Any) -> Any:
+    """`await settled(order_id)`: nothing is left for the reconciler to do for this order."""
+
+    async def check(order_id: str) -> bool:
+        row = await orders_db.fetchrow(
+            "SELECT status, release_pending FROM customer_order WHERE id = $1",
+            uuid.UUID(order_id),
+        )
+        return bool(row["status"] != "pending" and not row["release_pending"])
+
+    return check
+
+
+async def test_an_order_pending_too_long_is_rejected_with_its_reason(
+    place: Any,
+    client: Any,
+    customer: Any,
+    new_product: Any,
+    stock_of: Any,
+    reservations_for: Any,
+    order_events: Any,
+    slow_catalog: Any,
+    settled: Any,
+    eventually: Any,
+) -> None:
+    product = await new_product(stock=10)
+    slow_catalog.down = True
+    response = await place([{"product_id": product["id"], "quantity": 2}])
+    assert response.status_code == 202, response.text
+    order_id = response.json()["id"]
+
+    async def rejected() -> bool:
+        return bool(await order_events("orders.order.rejected"))
+
+    await eventually(rejected)
+    [event] = await order_events("orders.order.rejected")
+    assert event["subject"] == order_id
+    assert event["data"] == {"order_id": order_id, "reason": "pending-too-long"}
+    got = await client.get(f"/v1/orders/{order_id}", headers=customer())
+    assert got.json()["status"] == "rejected"
+    assert await order_events("orders.order.placed") == []
+
+    # Catalog back: whatever it may hold for the order is given back, never kept.
+    slow_catalog.down = False
+    await eventually(lambda: settled(order_id))
+    assert all(r["status"] == "released" for r in await reservations_for(order_id))
+    assert await stock_of(product["id"]) == 10
+    got = await client.get(f"/v1/orders/{order_id}", headers=customer())
+    assert got.json()["status"] == "rejected"
+    assert got.json()["stock_released"] is True
+
+
+async def test_a_reservation_that_landed_for_an_expired_order_is_released(
+    place: Any,
+    client: Any,
+    customer: Any,
+    new_product: Any,
+    stock_of: Any,
+    reservations_for: Any,
+    order_events: Any,
+    slow_catalog: Any,
+    settled: Any,
+    eventually: Any,
+) -> None:
+    product = await new_product(stock=10)
+    slow_catalog.holding = True
+    response = await place([{"product_id": product["id"], "quantity": 2}])
+    assert response.status_code == 202, response.text
+    order_id = response.json()["id"]
+    [landed] = await reservations_for(order_id)
+    assert await stock_of(product["id"]) == 8
+
+    async def rejected() -> bool:
+        return bool(await order_events("orders.order.rejected"))
+
+    await eventually(rejected)
+    assert [r["status"] for r in await reservations_for(order_id)] == ["active"]
+
+    slow_catalog.let_go()
+    await eventually(lambda: settled(order_id))
+    assert await reservations_for(order_id) == [{**landed, "status": "released"}]
+    assert await stock_of(product["id"]) == 10
+    got = await client.get(f"/v1/orders/{order_id}", headers=customer())
+    assert got.json()["status"] == "rejected"
+    assert got.json()["stock_released"] is True
+    assert await order_events("orders.order.placed") == []
+
+
+async def test_a_reservation_that_landed_for_a_cancelled_order_is_released(
+    place: Any,
+    client: Any,
+    customer: Any,
+    new_product: Any,
+    stock_of: Any,
+    reservations_for: Any,
+    order_events: Any,
+    slow_catalog: Any,
+    settled: Any,
+    eventually: Any,
+) -> None:
+    product = await new_product(stock=10)
+    slow_catalog.holding = True
+    response = await place([{"product_id": product["id"], "quantity": 4}])
+    assert response.status_code == 202, response.text
+    order_id = response.json()["id"]
+    assert await stock_of(product["id"]) == 6
+
+    cancelled = await client.post(f"/v1/orders/{order_id}/cancel", headers=customer())
+    assert cancelled.status_code == 200
+    assert cancelled.json()["status"] == "cancelled"
+
+    slow_catalog.let_go()
+    await eventually(lambda: settled(order_id))
+    assert [r["status"] for r in await reservations_for(order_id)] == ["released"]
+    assert await stock_of(product["id"]) == 10
+    got = await client.get(f"/v1/orders/{order_id}", headers=customer())
+    assert got.json()["status"] == "cancelled"
+    assert got.json()["stock_released"] is True
+    assert await order_events("orders.order.placed") == []
+    assert await order_events("orders.order.rejected") == []
