@@ -44,6 +44,7 @@ from bazaar.shared.messaging import (
     Subscription,
 )
 from bazaar.shared.outbox import OUTBOX_DDL, add_event
+from bazaar.shared.telemetry import setup_tracing
 from bazaar.shared.testing.amqp import LOCAL_AMQP, with_vhost
 from bazaar.shared.testing.postgres import LOCAL_POSTGRES, with_database
 
@@ -70,9 +71,11 @@ async def fill_outbox(db: Database, count: int) -> None:
                 )
 
 
-async def pending(db: Database) -> int:
+async def pending(db: Database) -> bool:
     async with db.connection() as conn:
-        return int(await conn.fetchval("SELECT count(*) FROM outbox WHERE published_at IS NULL"))
+        return bool(
+            await conn.fetchval("SELECT EXISTS (SELECT FROM outbox WHERE published_at IS NULL)")
+        )
 
 
 async def relay_throughput(db: Database, url: str, count: int, batch: int) -> float:
@@ -96,7 +99,9 @@ async def relay_throughput(db: Database, url: str, count: int, batch: int) -> fl
         )
         started = time.perf_counter()
         task = asyncio.create_task(relay.run())
-        while await pending(db):
+        while True:
+            if not await pending(db):
+                break
             await asyncio.sleep(0.01)
         elapsed = time.perf_counter() - started
         task.cancel()
@@ -141,7 +146,9 @@ async def end_to_end(db: Database, url: str, rate: float, seconds: float) -> lis
                 )
             committed[event["id"]] = time.perf_counter()
         deadline = time.perf_counter() + 30
-        while len(seen) < total and time.perf_counter() < deadline:
+        while True:
+            if len(seen) >= total or time.perf_counter() > deadline:
+                break
             await asyncio.sleep(0.05)
     lost = total - len(seen)
     if lost:
@@ -161,6 +168,8 @@ async def main() -> None:
     parser.add_argument("--rate", type=float, default=200.0)
     parser.add_argument("--seconds", type=float, default=15.0)
     args = parser.parse_args()
+    # Spans are recorded as in a service (no exporter unless OTEL_EXPORTER_OTLP_ENDPOINT).
+    setup_tracing("bench-events", "0", os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"))
 
     tag = f"{os.getpid()}{uuid.uuid4().hex[:6]}"
     database_url = with_database(LOCAL_POSTGRES, f"bazaar_bench_events_{tag}")

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
+from collections import deque
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -21,6 +23,11 @@ from bazaar.shared.messaging.tracing import producer_span
 from bazaar.shared.outbox import OUTBOX_CHANNEL
 
 log = logging.getLogger("bazaar.messaging.relay")
+
+#: Batches in flight at once: one being confirmed while the next is claimed and queued.
+PIPELINE_DEPTH = 2
+#: The outbox lag gauge is refreshed at most this often.
+LAG_INTERVAL_SECONDS = 1.0
 
 # SKIP LOCKED: replicas take disjoint batches instead of queueing behind each other.
 CLAIM_BATCH = """
@@ -56,8 +63,17 @@ class RelaySettings:
 class BatchResult:
     """What one batch did."""
 
+    claimed: int
     published: int
     failed: int
+
+
+async def _until_set_or_done(event: asyncio.Event, task: asyncio.Task[BatchResult]) -> None:
+    waiter = asyncio.create_task(event.wait())
+    try:
+        await asyncio.wait({waiter, task}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        waiter.cancel()
 
 
 class OutboxRelay:
@@ -75,6 +91,7 @@ class OutboxRelay:
         self.metrics = metrics
         self.settings = settings or RelaySettings()
         self._wake = asyncio.Event()
+        self._lag_recorded_at = -LAG_INTERVAL_SECONDS
 
     async def run(self) -> None:
         """Relay until cancelled."""
@@ -94,41 +111,72 @@ class OutboxRelay:
                 self._wake.clear()
 
     async def relay_pending(self, exchange: AbstractExchange) -> bool:
-        """Publish batches until none is full; True if something failed (the caller backs off)."""
-        try:
-            while await self.broker.ping():
-                result = await self.publish_batch(exchange)
-                if result.failed:
-                    return True
-                if result.published < self.settings.batch_size:
-                    return False
-            return True
-        finally:
-            await self._record_lag()
+        """Publish batches until the outbox is drained; True if something failed (back off).
 
-    async def publish_batch(self, exchange: AbstractExchange) -> BatchResult:
-        """Publish one batch in creation order; mark sent what the broker confirmed."""
-        async with self.db.transaction() as conn:
-            rows = await conn.fetch(CLAIM_BATCH, self.settings.batch_size)
-            if not rows:
-                return BatchResult(0, 0)
-            outcomes = await asyncio.gather(
-                *(self._publish(exchange, row) for row in rows), return_exceptions=True
-            )
-            sent = [row["id"] for row, error in zip(rows, outcomes, strict=True) if error is None]
-            failed = [
-                (row, error)
-                for row, error in zip(rows, outcomes, strict=True)
-                if isinstance(error, BaseException)
-            ]
-            if sent:
-                await conn.execute(MARK_PUBLISHED, sent)
-            if failed:
-                await self._record_failures(conn, failed)
+        Two batches overlap: the next is claimed (SKIP LOCKED) and queued on the channel
+        while the broker confirms the previous one. The channel sends publications in the
+        order they queued, so creation order holds on the wire.
+        """
+        in_flight: deque[asyncio.Task[BatchResult]] = deque()
+        failed = False
+        try:
+            while True:
+                if not await self.broker.ping():
+                    failed = True
+                    break
+                queued = asyncio.Event()
+                batch = asyncio.create_task(self.publish_batch(exchange, queued=queued))
+                in_flight.append(batch)
+                await _until_set_or_done(queued, batch)
+                if batch.done() and batch.result().claimed < self.settings.batch_size:
+                    break  # drained
+                if len(in_flight) >= PIPELINE_DEPTH and (await in_flight.popleft()).failed:
+                    failed = True
+                    break
+        finally:
+            outcomes = await asyncio.gather(*in_flight, return_exceptions=True)
+            await self._record_lag()
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
+            failed = failed or outcome.failed > 0
+        return failed
+
+    async def publish_batch(
+        self, exchange: AbstractExchange, *, queued: asyncio.Event | None = None
+    ) -> BatchResult:
+        """Publish one batch in creation order; mark sent what the broker confirmed.
+
+        `queued` is set once every publication of the batch waits its turn on the channel.
+        """
+        try:
+            async with self.db.transaction() as conn:
+                rows = await conn.fetch(CLAIM_BATCH, self.settings.batch_size)
+                if not rows:
+                    return BatchResult(0, 0, 0)
+                publications = [asyncio.create_task(self._publish(exchange, r)) for r in rows]
+                # One loop turn: each publication runs to the channel's lock, in order.
+                await asyncio.sleep(0)
+                if queued is not None:
+                    queued.set()
+                outcomes = await asyncio.gather(*publications, return_exceptions=True)
+                sent = [r["id"] for r, error in zip(rows, outcomes, strict=True) if error is None]
+                failed = [
+                    (row, error)
+                    for row, error in zip(rows, outcomes, strict=True)
+                    if isinstance(error, BaseException)
+                ]
+                if sent:
+                    await conn.execute(MARK_PUBLISHED, sent)
+                if failed:
+                    await self._record_failures(conn, failed)
+        finally:
+            if queued is not None:
+                queued.set()
         for row, error in zip(rows, outcomes, strict=True):
             if error is None:
                 self.metrics.published.labels(row["type"]).inc()
-        return BatchResult(len(sent), len(failed))
+        return BatchResult(len(rows), len(sent), len(failed))
 
     async def _publish(self, exchange: AbstractExchange, row: asyncpg.Record) -> None:
         event: dict[str, Any] = row["event"]
@@ -158,6 +206,11 @@ class OutboxRelay:
         )
 
     async def _record_lag(self) -> None:
+        # At most once a second: under a steady trickle every pass would pay one more query.
+        now = time.monotonic()
+        if now - self._lag_recorded_at < LAG_INTERVAL_SECONDS:
+            return
+        self._lag_recorded_at = now
         with contextlib.suppress(Exception):
             async with self.db.connection() as conn:
                 self.metrics.outbox_lag.set(await conn.fetchval(OLDEST_PENDING_AGE))
