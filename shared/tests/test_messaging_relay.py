@@ -183,6 +183,28 @@ async def test_notify_wakes_the_relay_long_before_its_poll(db: Database, amqp_ur
         assert time.monotonic() - started < 1.0
 
 
+async def test_the_relay_listens_again_after_losing_its_listen_connection(
+    db: Database, amqp_url: str
+) -> None:
+    async with (
+        tap_events(amqp_url, "test.relisten.#") as tap,
+        RunningRelay(db, amqp_url, RelaySettings(poll_seconds=30)),
+    ):
+        await emit_many(db, "test.relisten.made", 1)
+        await tap.wait_for(1, within=5)
+        async with db.connection() as conn:
+            killed = await conn.fetchval(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND query LIKE 'LISTEN%'"
+            )
+        assert killed == 1
+        await asyncio.sleep(0.5)
+        started = time.monotonic()
+        await emit_many(db, "test.relisten.made", 1)
+        await tap.wait_for(2, within=5)
+        assert time.monotonic() - started < 1.0
+
+
 async def test_pruning_deletes_only_rows_published_before_the_retention(db: Database) -> None:
     await emit_many(db, "test.pruned.made", 3)
     async with db.connection() as conn:

@@ -7,7 +7,7 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -91,24 +91,31 @@ class OutboxRelay:
         self.metrics = metrics
         self.settings = settings or RelaySettings()
         self._wake = asyncio.Event()
+        self._listener: asyncpg.Connection | None = None
         self._lag_recorded_at = -LAG_INTERVAL_SECONDS
 
     async def run(self) -> None:
-        """Relay until cancelled."""
+        """Relay until cancelled; a failed pass is logged and retried after a pause."""
         channel = await self.broker.channel()
         exchange = await declare_exchange(channel)
-        async with self._listening():
+        try:
             while True:
+                await self._listen()
                 try:
                     backoff = await self.relay_pending(exchange)
-                except (OSError, asyncpg.PostgresError) as exc:
-                    log.warning("outbox relay pass failed: %s", exc)
+                except Exception:
+                    log.exception("outbox relay pass failed; retrying")
                     backoff = True
                 if backoff:
                     await asyncio.sleep(self.settings.poll_seconds)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), self.settings.poll_seconds)
                 self._wake.clear()
+        finally:
+            if self._listener is not None:
+                with contextlib.suppress(Exception):
+                    await self._listener.close()
+                self._listener = None
 
     async def relay_pending(self, exchange: AbstractExchange) -> bool:
         """Publish batches until the outbox is drained; True if something failed (back off).
@@ -224,21 +231,21 @@ class OutboxRelay:
     def _on_notify(self, *_args: object) -> None:
         self._wake.set()
 
-    @contextlib.asynccontextmanager
-    async def _listening(self) -> AsyncIterator[None]:
-        """LISTEN on the outbox channel when possible; polling covers a lost listener."""
-        listener: asyncpg.Connection | None = None
+    async def _listen(self) -> None:
+        """LISTEN on the outbox channel, again after a lost connection; polling covers gaps."""
+        if self._listener is not None and not self._listener.is_closed():
+            return
         try:
-            listener = await asyncpg.connect(self.db.settings.dsn)
+            listener = await asyncpg.connect(self.db.settings.dsn, timeout=5)
             await listener.add_listener(OUTBOX_CHANNEL, self._on_notify)
-        except (OSError, asyncpg.PostgresError) as exc:
-            log.warning("outbox LISTEN unavailable (%s); polling only", exc)
-        try:
-            yield
-        finally:
-            if listener is not None:
-                with contextlib.suppress(Exception):
-                    await listener.close()
+            # A lost listener wakes the loop, which listens again at once.
+            listener.add_termination_listener(self._on_notify)
+        except Exception as exc:
+            log.warning("outbox LISTEN unavailable (%s); polling meanwhile", exc)
+            return
+        self._listener = listener
+        # Events committed while nobody listened are found by the pass that follows.
+        self._wake.set()
 
 
 def _reason(error: BaseException) -> str:

@@ -23,6 +23,8 @@ log = logging.getLogger("bazaar.messaging")
 
 #: How often published outbox rows and old inbox rows are deleted.
 PRUNE_INTERVAL_SECONDS = 600.0
+#: Pause before declaring a consumer's topology again after a refusal.
+START_RETRY_SECONDS = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,7 +100,15 @@ class Messaging:
     async def _run(self) -> None:
         await self.broker.connect()
         for consumer in self.consumers:
-            await consumer.start()
+            # A refused declaration (e.g. a queue declared with other arguments) is logged
+            # and retried: readiness stays failing meanwhile, the process keeps serving.
+            while True:
+                try:
+                    await consumer.start()
+                    break
+                except Exception:
+                    log.exception("consumer %s could not start; retrying", consumer.queue_name)
+                    await asyncio.sleep(START_RETRY_SECONDS)
         relay = asyncio.create_task(self.relay.run(), name="outbox relay")
         self._started.set()
         try:
