@@ -189,3 +189,31 @@ async def test_cancelling_a_non_uuid_id_is_404_or_422_never_500(
     response = await client.post("/v1/orders/not-a-uuid/cancel", headers=customer())
 
     assert response.status_code in (404, 422), response.text
+
+
+async def test_a_cancel_whose_event_cannot_be_stored_is_not_a_cancel(
+    client: httpx.AsyncClient,
+    customer: Any,
+    confirmed: dict[str, Any],
+    orders_db: Any,
+    order_events: Any,
+) -> None:
+    await orders_db.execute(
+        """
+        CREATE FUNCTION test_refuse_events() RETURNS trigger LANGUAGE plpgsql
+            AS $$ BEGIN RAISE EXCEPTION 'the outbox refuses'; END $$;
+        CREATE TRIGGER test_refuse_events BEFORE INSERT ON outbox
+            FOR EACH ROW EXECUTE FUNCTION test_refuse_events();
+        """
+    )
+    try:
+        response = await _cancel(client, confirmed["id"], customer("alice"))
+    finally:
+        await orders_db.execute(
+            "DROP TRIGGER test_refuse_events ON outbox; DROP FUNCTION test_refuse_events();"
+        )
+
+    assert response.status_code == 500
+    got = await client.get(f"/v1/orders/{confirmed['id']}", headers=customer("alice"))
+    assert got.json() == confirmed
+    assert await order_events("orders.order.cancelled") == []
