@@ -1,9 +1,10 @@
 """Orders test fixtures: orders and a REAL catalog (on a socket, behind a chaos proxy).
 
 Orders reaches catalog over real HTTP through `catalog_proxy`, which a test switches to
-refuse, reset or hang connections. Orders' service token comes from a small token endpoint
-that signs with the test issuer (the JWKS catalog verifies against): the real auth service
-is exercised by the system tests.
+refuse, reset or hang connections; `slow_catalog` is an HTTP hop a test points orders at
+instead, to let a reservation land while its answer comes too late. Orders' service token
+comes from a small token endpoint that signs with the test issuer (the JWKS catalog
+verifies against): the real auth service is exercised by the system tests.
 """
 
 from __future__ import annotations
