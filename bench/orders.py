@@ -41,9 +41,8 @@ PRODUCTS = 8
 LUA = """
 local counter = 0
 local products = {%(products)s}
-local thread_id = 0
 function setup(thread)
-  thread:set("thread_id", tostring(math.random(1, 1e9)))
+  thread:set("thread_id", tostring(math.random(1, 1e9)) .. "-%(run)s")
 end
 function request()
   counter = counter + 1
@@ -54,6 +53,13 @@ function request()
   headers["Authorization"] = "Bearer %(token)s"
   headers["Idempotency-Key"] = "bench-" .. thread_id .. "-" .. counter
   return wrk.format("POST", "/v1/orders", headers, body)
+end
+local shown = 0
+function response(status, headers, body)
+  if status >= 300 and shown < 3 then
+    shown = shown + 1
+    io.write("non-2xx: " .. status .. " " .. body .. "\\n")
+  end
 end
 """
 
@@ -291,6 +297,8 @@ def wrk(suite: Suite, script: Path, connections: int, seconds: int) -> dict[str,
     non2xx_match = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     non2xx = int(non2xx_match[1]) if non2xx_match else 0
     lat = {m[1]: float(m[2]) * _UNITS[m[3]] for m in _LATENCY.finditer(out)}
+    for line in sorted(set(re.findall(r"^non-2xx: .*$", out, re.M)))[:3]:
+        print(f"  ({connections} connections) {line[:300]}")
     return {
         "requests/s": rps,
         "confirmed/s": (after - before) / seconds,
@@ -343,7 +351,14 @@ def main() -> None:
         suite.start()
         products, token = seed(suite)
         script = work / "orders.lua"
-        script.write_text(LUA % {"products": ", ".join(f'"{p}"' for p in products), "token": token})
+        script.write_text(
+            LUA
+            % {
+                "products": ", ".join(f'"{p}"' for p in products),
+                "token": token,
+                "run": os.getpid(),
+            }
+        )
         wrk(suite, script, 8, 3)  # warm-up: pools, caches, the JIT-less interpreter's caches
         rows = [(c, wrk(suite, script, c, args.seconds)) for c in args.connections]
         reservations = suite.psql("catalog", "SELECT count(*) FROM reservation")

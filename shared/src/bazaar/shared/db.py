@@ -39,6 +39,15 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
         )
 
 
+async def _keep_session(_conn: asyncpg.Connection) -> None:
+    """Reset nothing beyond asyncpg's own roll-back of an open transaction.
+
+    The default reset runs a round trip (UNLISTEN, RESET ALL, advisory unlock…) on every
+    release. Our code takes no session-level locks (only `pg_advisory_xact_lock`), changes
+    no session settings and LISTENs on connections of its own, outside the pool.
+    """
+
+
 class Database:
     """An asyncpg pool with bounded acquire: callers wait at most `acquire_timeout`."""
 
@@ -56,6 +65,7 @@ class Database:
                 command_timeout=self.settings.command_timeout,
                 timeout=self.settings.connect_timeout,
                 init=_init_connection,
+                reset=_keep_session,
             )
 
     async def close(self) -> None:

@@ -1,4 +1,8 @@
-"""FastAPI dependencies every service's routes share (resources live on `app.state`)."""
+"""FastAPI dependencies every service's routes share (resources live on `app.state`).
+
+They are `async def` on purpose: FastAPI runs a plain `def` dependency in a worker thread,
+and that hand-off cost more than the rest of the dependency solving per request.
+"""
 
 from __future__ import annotations
 
@@ -10,13 +14,13 @@ from bazaar.shared.db import Database
 from bazaar.shared.idempotency import IdempotencyStore
 
 
-def database(request: Request) -> Database:
+async def database(request: Request) -> Database:
     """The service's database pool."""
     db: Database = request.app.state.db
     return db
 
 
-def idempotency_store(request: Request) -> IdempotencyStore:
+async def idempotency_store(request: Request) -> IdempotencyStore:
     """The service's idempotency store."""
     store: IdempotencyStore = request.app.state.idempotency
     return store

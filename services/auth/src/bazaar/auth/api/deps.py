@@ -13,21 +13,21 @@ from bazaar.auth.service.tokens import TokenPolicy
 from bazaar.shared.auth import Principal, authenticated, require_scopes
 
 
-def _uows(request: Request) -> SqlUnitsOfWork:
+async def _uows(request: Request) -> SqlUnitsOfWork:
     return SqlUnitsOfWork(request.app.state.db)
 
 
-def _passwords(request: Request) -> Argon2Passwords:
+async def _passwords(request: Request) -> Argon2Passwords:
     passwords: Argon2Passwords = request.app.state.passwords
     return passwords
 
 
-def _signer(request: Request) -> Signer:
+async def _signer(request: Request) -> Signer:
     signer: Signer = request.app.state.keyring
     return signer
 
 
-def _policy(request: Request) -> TokenPolicy:
+async def _policy(request: Request) -> TokenPolicy:
     policy: TokenPolicy = request.app.state.token_policy
     return policy
 

@@ -32,13 +32,13 @@ def viewer_of(caller: Principal) -> str | None:
     return None if caller.has_scopes(ADMIN_SCOPE) else caller.subject
 
 
-def catalog(request: Request) -> Catalog:
+async def catalog(request: Request) -> Catalog:
     """The catalog client of this process."""
     client: Catalog = request.app.state.catalog
     return client
 
 
-def transactions(request: Request) -> SqlTransactions:
+async def transactions(request: Request) -> SqlTransactions:
     """Transactions for use cases that need more than one."""
     txs: SqlTransactions = request.app.state.transactions
     return txs
