@@ -303,3 +303,61 @@ async def test_a_rejection_says_invalid_token_and_never_echoes_the_token(
     assert challenge == 'Bearer error="invalid_token", error_description="The token has expired."'
     assert token not in str(error)
     assert error.__cause__ is None
+
+
+# --- the cache of verified tokens ---------------------------------------------------------
+
+
+async def test_a_cached_token_is_answered_without_verifying_again_and_only_until_it_expires(
+    verifier_settings: VerifierSettings, token_issuer: TokenIssuer, monkeypatch: Any
+) -> None:
+    verifier = TokenVerifier(verifier_settings, cache_size=10, cache_seconds=60)
+    try:
+        token = token_issuer.issue("user-7", ["orders:read"], expires_in=30)
+        first = await verifier.verify(token)
+        decoded: list[str] = []
+        original = verifier._decode
+
+        def counting(*args: Any) -> dict[str, Any]:
+            decoded.append("decode")
+            return original(*args)
+
+        monkeypatch.setattr(verifier, "_decode", counting)
+        assert await verifier.verify(token) is first
+        assert decoded == []
+
+        # Past its expiry the cached answer is not used: the token is checked again in full
+        # (PyJWT reads its own clock, so here that check still passes).
+        later = time.time() + 31
+        monkeypatch.setattr(time, "time", lambda: later)
+        await verifier.verify(token)
+        assert decoded == ["decode"]
+    finally:
+        await verifier.aclose()
+
+
+async def test_a_forged_token_is_never_served_from_the_cache(
+    verifier_settings: VerifierSettings, token_issuer: TokenIssuer
+) -> None:
+    verifier = TokenVerifier(verifier_settings, cache_size=10)
+    try:
+        token = token_issuer.issue("user-8", ["orders:read"])
+        await verifier.verify(token)
+        for forged in (tamper(token, sub="admin"), token_issuer.by_stranger("user-8")):
+            with pytest.raises(InvalidToken):
+                await verifier.verify(forged)
+    finally:
+        await verifier.aclose()
+
+
+async def test_the_cache_keeps_at_most_its_size_dropping_the_least_recently_used(
+    verifier_settings: VerifierSettings, token_issuer: TokenIssuer
+) -> None:
+    verifier = TokenVerifier(verifier_settings, cache_size=2)
+    try:
+        tokens = [token_issuer.issue(f"user-{i}") for i in range(3)]
+        for token in tokens:
+            await verifier.verify(token)
+        assert list(verifier._verified) == tokens[1:]
+    finally:
+        await verifier.aclose()

@@ -27,6 +27,8 @@ PURGE_INTERVAL_SECONDS = 3600.0
 
 ServiceLifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
 QUIET_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+#: Verified bearer tokens each service remembers (until expiry, at most a minute).
+VERIFIED_TOKEN_CACHE_SIZE = 10_000
 
 
 def database_for(settings: ServiceSettings) -> Database:
@@ -67,7 +69,9 @@ def create_service_app(
     async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         db = database_for(settings)
         http = jwks_client(app) if jwks_client is not None else None
-        verifier = TokenVerifier(settings.verifier_settings(), client=http)
+        verifier = TokenVerifier(
+            settings.verifier_settings(), client=http, cache_size=VERIFIED_TOKEN_CACHE_SIZE
+        )
         store = IdempotencyStore(db)
         app.state.db = db
         app.state.token_verifier = verifier

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -70,8 +71,16 @@ class TokenVerifier:
         *,
         client: httpx.AsyncClient | None = None,
         clock: Callable[[], float] = time.monotonic,
+        cache_size: int = 0,
+        cache_seconds: float = 60.0,
     ) -> None:
         self.settings = settings
+        # Verified tokens, remembered until they expire but at most `cache_seconds`, so a
+        # key revoked from the JWKS stops being honoured within that time. Only tokens that
+        # passed every check go in; a signature check costs ~0.1 ms, a lookup ~0.1 µs.
+        self._verified: OrderedDict[str, tuple[Principal, float]] = OrderedDict()
+        self._cache_size = cache_size
+        self._cache_seconds = cache_seconds
         self.jwks = JwksCache(
             settings.jwks_url,
             algorithms=settings.algorithms,
@@ -88,6 +97,13 @@ class TokenVerifier:
             raise _reject("The token is malformed.", "bad length")
         if not token.isascii():
             raise _reject("The token is malformed.", "not ascii")
+        if self._cache_size:
+            hit = self._verified.get(token)
+            if hit is not None:
+                if hit[1] > time.time():
+                    self._verified.move_to_end(token)
+                    return hit[0]
+                del self._verified[token]
         header = _read_header(token)
         alg, kid = self._check_header(header)
         key = await self.jwks.get(kid)
@@ -96,7 +112,13 @@ class TokenVerifier:
         if key.algorithm_name != alg:
             raise _reject("The token's algorithm does not match its key.", "alg/key mismatch")
         claims = self._decode(token, key, alg)
-        return _principal(token, claims)
+        principal = _principal(token, claims)
+        if self._cache_size:
+            until = min(float(claims["exp"]), time.time() + self._cache_seconds)
+            self._verified[token] = (principal, until)
+            if len(self._verified) > self._cache_size:
+                self._verified.popitem(last=False)
+        return principal
 
     async def aclose(self) -> None:
         """Release the JWKS cache's HTTP client."""
