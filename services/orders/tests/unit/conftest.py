@@ -34,10 +34,12 @@ class MemoryOrders:
 
     async def add(self, order: Order, *, idempotency_key: str | None) -> Order:
         assert order.id not in self.rows
-        self.rows[order.id] = order
         if idempotency_key is not None:
-            assert (order.customer_id, idempotency_key) not in self.keys
+            existing = self.keys.get((order.customer_id, idempotency_key))
+            if existing is not None:
+                return self.rows[existing]
             self.keys[(order.customer_id, idempotency_key)] = order.id
+        self.rows[order.id] = order
         return order
 
     async def get(self, order_id: UUID, *, for_update: bool = False) -> Order | None:
@@ -51,6 +53,12 @@ class MemoryOrders:
 
     async def update(self, order: Order) -> Order:
         assert order.id in self.rows
+        self.rows[order.id] = order
+        return order
+
+    async def update_pending(self, order: Order) -> Order | None:
+        if not self.rows[order.id].is_pending:
+            return None
         self.rows[order.id] = order
         return order
 
@@ -111,6 +119,10 @@ class MemoryTransactions:
     orders: MemoryOrders = field(default_factory=MemoryOrders)
     events: MemoryEvents = field(default_factory=MemoryEvents)
     begun: int = 0
+
+    @asynccontextmanager
+    async def autocommit(self) -> AsyncIterator[MemoryUnitOfWork]:
+        yield MemoryUnitOfWork(self.orders, self.events)
 
     @asynccontextmanager
     async def begin(self) -> AsyncIterator[MemoryUnitOfWork]:

@@ -27,6 +27,7 @@ INSERT_ORDER = f"""
 INSERT INTO customer_order (id, customer_id, status, lines, idempotency_key, next_attempt_at,
                             created_at, updated_at)
 VALUES ($1, $2, $3, $4, $5, now() + make_interval(secs => $6), now(), now())
+ON CONFLICT ON CONSTRAINT customer_order_idempotency_key DO NOTHING
 RETURNING {COLUMNS}
 """
 
@@ -50,6 +51,9 @@ UPDATE customer_order SET
 WHERE id = $1
 RETURNING {COLUMNS}
 """
+
+# Compare-and-set: the new state applies only if the order is still pending.
+UPDATE_PENDING = UPDATE_ORDER.replace("WHERE id = $1", "WHERE id = $1 AND status = 'pending'")
 
 LIST_ORDERS = f"""
 SELECT {COLUMNS} FROM customer_order
@@ -93,11 +97,11 @@ class OrderRepository:
         self.reconcile_after = reconcile_after
 
     async def add(self, order: Order, *, idempotency_key: str | None) -> Order:
-        """Insert a new order; the reconciler looks at it if it is still pending later."""
-        if idempotency_key is not None:
-            await self.conn.execute(FREE_EXPIRED_KEY, order.customer_id, idempotency_key)
-        row = await self.conn.fetchrow(
-            INSERT_ORDER,
+        """Insert a new order, or return the one this customer opened with this key (24 h).
+
+        One statement in the common case; the UNIQUE constraint, not a prior read, decides.
+        """
+        args = (
             order.id,
             order.customer_id,
             order.status.value,
@@ -105,6 +109,18 @@ class OrderRepository:
             idempotency_key,
             self.reconcile_after,
         )
+        row = await self.conn.fetchrow(INSERT_ORDER, *args)
+        if row is not None:
+            return _order(row)
+        assert idempotency_key is not None  # a NULL key never conflicts
+        existing = await self.find_by_key(order.customer_id, idempotency_key)
+        if existing is not None:
+            return existing
+        # The key's holder is older than the retention: the key is free for a new order.
+        await self.conn.execute(FREE_EXPIRED_KEY, order.customer_id, idempotency_key)
+        row = await self.conn.fetchrow(INSERT_ORDER, *args)
+        if row is None:  # another request took the freed key first
+            return await self.add(order, idempotency_key=idempotency_key)
         return _order(row)
 
     async def get(self, order_id: UUID, *, for_update: bool = False) -> Order | None:
@@ -121,19 +137,13 @@ class OrderRepository:
 
     async def update(self, order: Order) -> Order:
         """Write the order's state."""
-        row = await self.conn.fetchrow(
-            UPDATE_ORDER,
-            order.id,
-            order.status.value,
-            _lines_json(order.lines),
-            order.total_cents,
-            order.currency,
-            order.reservation_id,
-            order.stock_released,
-            order.reject_reason,
-            order.release_pending,
-        )
+        row = await self.conn.fetchrow(UPDATE_ORDER, *_state(order))
         return _order(row)
+
+    async def update_pending(self, order: Order) -> Order | None:
+        """Write the order's new state if it is still pending; None if it no longer is."""
+        row = await self.conn.fetchrow(UPDATE_PENDING, *_state(order))
+        return _order(row) if row is not None else None
 
     async def find(
         self, filters: OrderFilter, *, limit: int, after: tuple[datetime, UUID] | None
@@ -160,6 +170,20 @@ class OrderRepository:
     async def mark_stock_released(self, order_id: UUID, reservation_id: UUID) -> bool:
         """Record that catalog released the order's stock; False if nothing changed."""
         return await self.conn.fetchval(MARK_STOCK_RELEASED, order_id, reservation_id) is not None
+
+
+def _state(order: Order) -> tuple[Any, ...]:
+    return (
+        order.id,
+        order.status.value,
+        _lines_json(order.lines),
+        order.total_cents,
+        order.currency,
+        order.reservation_id,
+        order.stock_released,
+        order.reject_reason,
+        order.release_pending,
+    )
 
 
 def _lines_json(lines: tuple[OrderLine, ...]) -> list[dict[str, Any]]:

@@ -34,3 +34,9 @@ class SqlTransactions:
         """One transaction: committed when the block ends, rolled back if it raises."""
         async with self._db.transaction() as conn:
             yield SqlUnitOfWork(conn, reconcile_after=self._reconcile_after)
+
+    @asynccontextmanager
+    async def autocommit(self) -> AsyncIterator[SqlUnitOfWork]:
+        """A unit of work whose statements each commit on their own (one round trip each)."""
+        async with self._db.connection() as conn:
+            yield SqlUnitOfWork(conn, reconcile_after=self._reconcile_after)

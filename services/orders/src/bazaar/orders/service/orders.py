@@ -72,10 +72,6 @@ async def open_order(
 ) -> Order:
     """Store a new pending order, or find the one this key already opened."""
     check_requested(lines)
-    if idempotency_key is not None:
-        existing = await uow.orders.find_by_key(customer_id, idempotency_key)
-        if existing is not None:
-            return existing
     now = datetime.now(UTC)
     order = Order(
         id=uuid.uuid4(),
@@ -88,8 +84,19 @@ async def open_order(
     return await uow.orders.add(order, idempotency_key=idempotency_key)
 
 
-async def settle_order(order_id: UUID, outcome: ReserveOutcome, *, uow: UnitOfWork) -> Order:
-    """Apply catalog's answer to a pending order, with its event; others stay as they are."""
+async def settle_order(
+    order_id: UUID, outcome: ReserveOutcome, *, uow: UnitOfWork, known: Order | None = None
+) -> Order:
+    """Apply catalog's answer to a pending order, with its event; others stay as they are.
+
+    `known` is the order as the caller last read it: while it is still pending, its new
+    state is written in one compare-and-set statement, with no read first.
+    """
+    if known is not None and known.is_pending and not isinstance(outcome, Unavailable):
+        settled = await uow.orders.update_pending(_settled(known, outcome))
+        if settled is not None:
+            await _announce(settled, uow)
+            return settled
     order = await uow.orders.get(order_id, for_update=True)
     if order is None:
         raise OrderNotFound(f"Order {order_id} does not exist.")
@@ -98,25 +105,39 @@ async def settle_order(order_id: UUID, outcome: ReserveOutcome, *, uow: UnitOfWo
             # Cancelled (or expired) while catalog was reserving: give it back later.
             return await uow.orders.update(order.reservation_landed_late(outcome.reservation))
         return order
+    if isinstance(outcome, Unavailable):
+        return order
+    order = await uow.orders.update(_settled(order, outcome))
+    await _announce(order, uow)
+    return order
+
+
+def _settled(order: Order, outcome: Reserved | OutOfStock | Invalid) -> Order:
     match outcome:
         case Reserved(reservation):
-            order = await uow.orders.update(order.confirm(reservation))
-            await uow.events.add(PLACED, subject=str(order.id), data=order_data(order))
+            return order.confirm(reservation)
         case OutOfStock():
-            order = await reject_order(order, RejectReason.INSUFFICIENT_STOCK, uow=uow)
+            return order.reject(RejectReason.INSUFFICIENT_STOCK)
         case Invalid():
-            order = await reject_order(order, RejectReason.INVALID_LINES, uow=uow)
-        case Unavailable():
-            pass
-    return order
+            return order.reject(RejectReason.INVALID_LINES)
+
+
+async def _announce(order: Order, uow: UnitOfWork) -> None:
+    """The event of a freshly settled order."""
+    if order.status is OrderStatus.CONFIRMED:
+        await uow.events.add(PLACED, subject=str(order.id), data=order_data(order))
+    else:
+        await uow.events.add(
+            REJECTED,
+            subject=str(order.id),
+            data={"order_id": order.id, "reason": order.reject_reason},
+        )
 
 
 async def reject_order(order: Order, reason: RejectReason, *, uow: UnitOfWork) -> Order:
     """Reject a pending order (locked by the caller) and say so in an event."""
     order = await uow.orders.update(order.reject(reason))
-    await uow.events.add(
-        REJECTED, subject=str(order.id), data={"order_id": order.id, "reason": reason.value}
-    )
+    await _announce(order, uow)
     return order
 
 
@@ -142,7 +163,8 @@ class OrderPlacement:
 
     async def reserve(self) -> None:
         """Commit the pending order (so it is never lost), then reserve its stock."""
-        async with self._transactions.begin() as uow:
+        # One INSERT, committed on its own: the order exists before catalog is asked.
+        async with self._transactions.autocommit() as uow:
             self.order = await open_order(
                 self._customer_id, self._lines, idempotency_key=self._key, uow=uow
             )
@@ -152,7 +174,7 @@ class OrderPlacement:
     async def settle(self, uow: UnitOfWork) -> Order:
         """Record catalog's answer in the caller's transaction; return the order as it is."""
         assert self.order is not None, "reserve() runs first"
-        return await settle_order(self.order.id, self.outcome, uow=uow)
+        return await settle_order(self.order.id, self.outcome, uow=uow, known=self.order)
 
 
 async def get_order(order_id: UUID, *, viewer: str | None, uow: UnitOfWork) -> Order:

@@ -62,7 +62,7 @@ async def _settle_pending(
         log.info("order %s still pending: %s", order.id, outcome.reason)
         return
     async with transactions.begin() as uow:
-        settled = await settle_order(order.id, outcome, uow=uow)
+        settled = await settle_order(order.id, outcome, uow=uow, known=order)
     log.info("order %s settled as %s", order.id, settled.status.value)
 
 
