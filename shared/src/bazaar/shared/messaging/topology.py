@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractQueue
 from pamqp.common import FieldTable
+
+log = logging.getLogger("bazaar.messaging")
 
 #: The one topic exchange of every domain event; the routing key is the event type.
 EVENTS_EXCHANGE = "bazaar.events"
@@ -48,12 +52,29 @@ async def declare_exchange(channel: AbstractChannel) -> AbstractExchange:
         arguments={**QUORUM, "x-max-length": UNROUTED_MAX_LENGTH},
     )
     await parked.bind(unrouted)
-    return await channel.declare_exchange(
-        EVENTS_EXCHANGE,
-        aio_pika.ExchangeType.TOPIC,
-        durable=True,
-        arguments={"alternate-exchange": UNROUTED},
-    )
+    try:
+        return await channel.declare_exchange(
+            EVENTS_EXCHANGE,
+            aio_pika.ExchangeType.TOPIC,
+            durable=True,
+            arguments={"alternate-exchange": UNROUTED},
+        )
+    except aio_pika.exceptions.ChannelPreconditionFailed:
+        # Declared earlier without the alternate exchange: keep working with it, loudly.
+        log.error(
+            "%s exists without its alternate exchange %s: events nobody subscribes to come "
+            "back unroutable and stay pending until it is re-declared (delete the exchange "
+            "while the services are stopped; they declare it again)",
+            EVENTS_EXCHANGE,
+            UNROUTED,
+        )
+    # The broker closed the channel over the refusal; a robust channel reopens it.
+    for _ in range(50):
+        try:
+            return await channel.get_exchange(EVENTS_EXCHANGE, ensure=True)
+        except aio_pika.exceptions.ChannelInvalidStateError:
+            await asyncio.sleep(0.1)
+    return await channel.get_exchange(EVENTS_EXCHANGE, ensure=True)
 
 
 async def declare_consumer_queues(
