@@ -96,8 +96,7 @@ class OutboxRelay:
 
     async def run(self) -> None:
         """Relay until cancelled; a failed pass is logged and retried after a pause."""
-        channel = await self.broker.channel()
-        exchange = await declare_exchange(channel)
+        exchange = await self._exchange()
         try:
             while True:
                 await self._listen()
@@ -116,6 +115,15 @@ class OutboxRelay:
                 with contextlib.suppress(Exception):
                     await self._listener.close()
                 self._listener = None
+
+    async def _exchange(self) -> AbstractExchange:
+        """The events exchange on a channel of its own, declared (retried until it works)."""
+        while True:
+            try:
+                return await declare_exchange(await self.broker.channel())
+            except Exception:
+                log.exception("declaring the events exchange failed; retrying")
+                await asyncio.sleep(self.settings.poll_seconds)
 
     async def relay_pending(self, exchange: AbstractExchange) -> bool:
         """Publish batches until the outbox is drained; True if something failed (back off).
