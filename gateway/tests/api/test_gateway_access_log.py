@@ -6,23 +6,26 @@ import asyncio
 import io
 import json
 import logging
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import pytest
 
-from bazaar.gateway.accesslog import AccessLog
+from bazaar.gateway.accesslog import AccessLog, Entry
 from bazaar.shared.logging import JsonFormatter
 
-FIELDS = {
-    "http_method": "GET",
-    "http_route": "GET,HEAD /v1/products",
-    "http_status": 200,
-    "duration_ms": 1.25,
-    "client": "203.0.113.9",
-    "trace_id": "4bf92f3577b34da6a3ce929d0e0e4736",
-    "span_id": "00f067aa0ba902b7",
-    "request_id": 'req-"quoted"\\ü',
-}
+ENTRY = Entry(
+    method="GET",
+    path="/v1/products/Bearer abc.def-ghi/ü",
+    status=200,
+    http_method="GET",
+    route="GET,HEAD /v1/products",
+    duration_ms=1.25,
+    client="203.0.113.9",
+    trace_id="4bf92f3577b34da6a3ce929d0e0e4736",
+    span_id="00f067aa0ba902b7",
+    request_id='req-"quoted"\\ü',
+)
 
 
 def _stdout_like(name: str) -> tuple[logging.Logger, io.StringIO]:
@@ -36,13 +39,12 @@ def _stdout_like(name: str) -> tuple[logging.Logger, io.StringIO]:
 
 
 async def test_direct_lines_are_exactly_what_the_shared_formatter_writes() -> None:
-    path = "/v1/products/Bearer abc.def-ghi/ü"
     direct, direct_out = _stdout_like("bazaar.access")
-    AccessLog(direct).write(method="GET", path=path, status=200, fields=FIELDS)
+    AccessLog(direct).write(ENTRY)
     assert direct_out.getvalue() == ""  # written with the rest of this loop turn
     await asyncio.sleep(0)
     through, through_out = _stdout_like("bazaar.access")
-    through.info("%s %s %s", "GET", path, 200, extra=FIELDS)
+    through.info("%s %s %s", ENTRY.method, ENTRY.path, 200, extra=ENTRY.fields())
 
     written, expected = json.loads(direct_out.getvalue()), json.loads(through_out.getvalue())
     assert direct_out.getvalue().count("\n") == 1
@@ -59,10 +61,10 @@ async def test_lines_of_one_loop_turn_are_written_together_in_order() -> None:
     logger, out = _stdout_like("bazaar.access")
     access = AccessLog(logger)
     for status in (200, 404, 503):
-        access.write(method="GET", path="/p", status=status, fields=FIELDS)
+        access.write(replace(ENTRY, path="/p", status=status))
     await asyncio.sleep(0)
     lines = [json.loads(line) for line in out.getvalue().splitlines()]
-    assert [line["http_status"] for line in lines] == [200, 200, 200]
+    assert [line["http_status"] for line in lines] == [200, 404, 503]
     assert [line["message"] for line in lines] == ["GET /p 200", "GET /p 404", "GET /p 503"]
 
 
@@ -70,15 +72,15 @@ async def test_under_another_logging_set_up_records_go_through_logging() -> None
     logger, out = _stdout_like("bazaar.access")
     seen: list[logging.LogRecord] = []
     logger.handlers[0].addFilter(lambda record: seen.append(record) or True)
-    AccessLog(logger).write(method="GET", path="/p", status=201, fields=FIELDS)
+    AccessLog(logger).write(replace(ENTRY, path="/p", status=201))
     assert [r.getMessage() for r in seen] == ["GET /p 201"]  # at once, through the filter
-    assert json.loads(out.getvalue())["request_id"] == FIELDS["request_id"]
+    assert json.loads(out.getvalue())["request_id"] == ENTRY.request_id
 
 
 async def test_a_disabled_access_log_writes_nothing() -> None:
     logger, out = _stdout_like("bazaar.access")
     logger.setLevel(logging.WARNING)
-    AccessLog(logger).write(method="GET", path="/p", status=200, fields=FIELDS)
+    AccessLog(logger).write(ENTRY)
     await asyncio.sleep(0)
     assert out.getvalue() == ""
 

@@ -7,7 +7,7 @@ import time
 
 from aiohttp import web
 
-from bazaar.gateway.accesslog import AccessLog
+from bazaar.gateway.accesslog import AccessLog, Entry
 from bazaar.gateway.authn import Authenticator, require
 from bazaar.gateway.clientaddr import ClientAddress
 from bazaar.gateway.config import GatewaySettings
@@ -223,17 +223,16 @@ class Pipeline:
         method = request.method if request.method in KNOWN_METHODS else "OTHER"
         self.metrics.observe(label, method, response.status, elapsed)
         self.access.write(
-            method=request.method,
-            path=request.path,
-            status=response.status,
-            fields={
-                "http_method": method,
-                "http_route": label,
-                "http_status": response.status,
-                "duration_ms": round(elapsed * 1000, 2),
-                "client": client,
-                "trace_id": trace.trace_id,
-                "span_id": trace.span_id,
-                "request_id": request_id,
-            },
+            Entry(
+                request.method,
+                request.path,
+                response.status,
+                method,
+                label,
+                round(elapsed * 1000, 2),
+                client,
+                trace.trace_id,
+                trace.span_id,
+                request_id,
+            )
         )

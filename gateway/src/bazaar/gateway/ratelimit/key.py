@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 
@@ -10,6 +11,7 @@ import re
 _PLAIN = re.compile(r"[A-Za-z0-9._:@\[\]-]{1,64}")
 
 
+@functools.lru_cache(maxsize=16_384)  # the same few keys come back on every request
 def safe_key(key: str) -> str:
     """Return `key` if it is short printable ASCII, else `#` and its sha256 hex digest."""
     if _PLAIN.fullmatch(key):
