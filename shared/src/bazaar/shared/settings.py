@@ -100,6 +100,8 @@ class ServiceSettings(ProcessSettings):
     outbox_batch_size: int = Field(default=500, ge=1, le=5000)
     #: The relay wakes on NOTIFY; this is the fallback poll (and the back-off after a failure).
     outbox_poll_seconds: float = Field(default=1.0, gt=0)
+    #: After a NOTIFY the relay waits this long to publish what committed together at once.
+    outbox_linger_seconds: float = Field(default=0.005, ge=0, le=1)
     outbox_retention_hours: float = Field(default=72.0, gt=0)
     consumer_prefetch: int = Field(default=32, ge=1, le=1000)
     #: Failed handler runs before a message is parked (the first delivery counts).

@@ -57,6 +57,9 @@ class RelaySettings:
     batch_size: int = 500
     poll_seconds: float = 1.0
     publish_timeout: float = 10.0
+    #: After a wake-up, wait this long so commits arriving together go out as one batch
+    #: (under load: one claim, one confirm wait and one mark for many events, not each).
+    linger_seconds: float = 0.005
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +112,8 @@ class OutboxRelay:
                     await asyncio.sleep(self.settings.poll_seconds)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), self.settings.poll_seconds)
+                if self.settings.linger_seconds:
+                    await asyncio.sleep(self.settings.linger_seconds)
                 self._wake.clear()
         finally:
             if self._listener is not None:

@@ -46,7 +46,9 @@ def messaging_settings(settings: ServiceSettings) -> MessagingSettings | None:
     return MessagingSettings(
         url=settings.amqp_url.get_secret_value(),
         relay=RelaySettings(
-            batch_size=settings.outbox_batch_size, poll_seconds=settings.outbox_poll_seconds
+            batch_size=settings.outbox_batch_size,
+            poll_seconds=settings.outbox_poll_seconds,
+            linger_seconds=settings.outbox_linger_seconds,
         ),
         consumer=ConsumerSettings(
             prefetch=settings.consumer_prefetch,
