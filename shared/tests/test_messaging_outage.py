@@ -15,7 +15,7 @@ import asyncpg
 import pytest_asyncio
 from prometheus_client import CollectorRegistry
 
-from bazaar.shared.db import Database, PoolSettings
+from bazaar.shared.db import Database
 from bazaar.shared.messaging import (
     PROCESSED_MESSAGE_DDL,
     ConsumerSettings,
@@ -26,7 +26,7 @@ from bazaar.shared.messaging import (
 )
 from bazaar.shared.outbox import OUTBOX_DDL, add_event
 from bazaar.shared.testing.amqp import BrokerOutage, eventually
-from bazaar.shared.testing.postgres import DatabaseFactory
+from bazaar.shared.testing.postgres import DatabaseFactory, open_emptied
 
 EFFECT_DDL = "CREATE TABLE effect (event_id text NOT NULL, seq integer NOT NULL)"
 TYPE = "test.widget.changed"
@@ -36,26 +36,17 @@ STATE_CHANGES = 1000
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def database_url(database_factory: DatabaseFactory) -> str:
-    url = await database_factory.create("messaging_outage")
-    conn = await asyncpg.connect(url)
-    try:
-        for statement in (*OUTBOX_DDL, *PROCESSED_MESSAGE_DDL, EFFECT_DDL):
-            await conn.execute(statement)
-    finally:
-        await conn.close()
-    return url
+    return await database_factory.create(
+        "messaging_outage", ddl=(*OUTBOX_DDL, *PROCESSED_MESSAGE_DDL, EFFECT_DDL)
+    )
 
 
 @pytest_asyncio.fixture
 async def db(database_url: str) -> AsyncIterator[Database]:
-    database = Database(PoolSettings(dsn=database_url, max_size=10))
-    await database.open()
-    try:
-        async with database.connection() as conn:
-            await conn.execute("TRUNCATE outbox, processed_message, effect RESTART IDENTITY")
+    async with open_emptied(
+        database_url, "outbox", "processed_message", "effect", max_size=10
+    ) as database:
         yield database
-    finally:
-        await database.close()
 
 
 async def apply_widget(conn: asyncpg.Connection, event: dict[str, Any]) -> None:

@@ -9,40 +9,26 @@ from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 
 import aio_pika
-import asyncpg
 import pytest_asyncio
 from prometheus_client import CollectorRegistry
 
-from bazaar.shared.db import Database, PoolSettings
+from bazaar.shared.db import Database
 from bazaar.shared.messaging import Broker, MessagingMetrics, OutboxRelay, RelaySettings
 from bazaar.shared.messaging.topology import UNROUTED
 from bazaar.shared.outbox import OUTBOX_DDL, add_event
 from bazaar.shared.testing.amqp import eventually, tap_events
-from bazaar.shared.testing.postgres import DatabaseFactory
+from bazaar.shared.testing.postgres import DatabaseFactory, open_emptied
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def database_url(database_factory: DatabaseFactory) -> str:
-    url = await database_factory.create("messaging_relay")
-    conn = await asyncpg.connect(url)
-    try:
-        for statement in OUTBOX_DDL:
-            await conn.execute(statement)
-    finally:
-        await conn.close()
-    return url
+    return await database_factory.create("messaging_relay", ddl=OUTBOX_DDL)
 
 
 @pytest_asyncio.fixture
 async def db(database_url: str) -> AsyncIterator[Database]:
-    database = Database(PoolSettings(dsn=database_url, max_size=10))
-    await database.open()
-    try:
-        async with database.connection() as conn:
-            await conn.execute("TRUNCATE outbox RESTART IDENTITY")
+    async with open_emptied(database_url, "outbox", max_size=10) as database:
         yield database
-    finally:
-        await database.close()
 
 
 async def emit_many(db: Database, type: str, count: int, *, per_transaction: int = 1) -> None:

@@ -14,10 +14,10 @@ import asyncpg
 import pytest
 import pytest_asyncio
 
-from bazaar.shared.db import Database, PoolSettings
+from bazaar.shared.db import Database
 from bazaar.shared.outbox import OUTBOX_CHANNEL, OUTBOX_DDL, Outbox, add_event
 from bazaar.shared.telemetry import setup_tracing
-from bazaar.shared.testing.postgres import DatabaseFactory
+from bazaar.shared.testing.postgres import DatabaseFactory, open_emptied
 
 SOURCE = "/bazaar/widgets"
 RFC3339_UTC = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?Z$")
@@ -31,26 +31,13 @@ class Boom(Exception):
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def database_url(database_factory: DatabaseFactory) -> str:
-    url = await database_factory.create("outbox")
-    conn = await asyncpg.connect(url)
-    try:
-        for statement in OUTBOX_DDL:
-            await conn.execute(statement)
-    finally:
-        await conn.close()
-    return url
+    return await database_factory.create("outbox", ddl=OUTBOX_DDL)
 
 
 @pytest_asyncio.fixture
 async def db(database_url: str) -> AsyncIterator[Database]:
-    database = Database(PoolSettings(dsn=database_url, max_size=2))
-    await database.open()
-    try:
-        async with database.connection() as conn:
-            await conn.execute("TRUNCATE outbox RESTART IDENTITY")
+    async with open_emptied(database_url, "outbox", max_size=2) as database:
         yield database
-    finally:
-        await database.close()
 
 
 @pytest_asyncio.fixture

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Set
-from contextlib import AbstractContextManager
+from collections.abc import AsyncIterator, Iterable, Set
+from contextlib import AbstractContextManager, asynccontextmanager
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
+from bazaar.shared.db import Database, PoolSettings
 from bazaar.shared.testing.infrastructure import Resolved, resolve
 
 LOCAL_POSTGRES = "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -47,8 +48,8 @@ class DatabaseFactory:
         self.run_id = run_id
         self.created: list[str] = []
 
-    async def create(self, label: str) -> str:
-        """Create an empty database for `label` and return its URL."""
+    async def create(self, label: str, *, ddl: Iterable[str] = ()) -> str:
+        """Create a database for `label`, run `ddl` in it, and return its URL."""
         name = f"bazaar_test_{self.run_id}_{label}"
         if not _SAFE_NAME.match(name):
             raise ValueError(f"unsafe database name {name!r}")
@@ -59,7 +60,16 @@ class DatabaseFactory:
         finally:
             await conn.close()
         self.created.append(name)
-        return with_database(self.server_url, name)
+        url = with_database(self.server_url, name)
+        statements = list(ddl)
+        if statements:
+            conn = await asyncpg.connect(url)
+            try:
+                for statement in statements:
+                    await conn.execute(statement)
+            finally:
+                await conn.close()
+        return url
 
     async def drop_all(self) -> None:
         """Drop every database this factory created."""
@@ -70,6 +80,20 @@ class DatabaseFactory:
         finally:
             await conn.close()
         self.created.clear()
+
+
+@asynccontextmanager
+async def open_emptied(url: str, *tables: str, max_size: int = 10) -> AsyncIterator[Database]:
+    """An open pool over `url` with `tables` emptied first; closed when the block ends."""
+    database = Database(PoolSettings(dsn=url, max_size=max_size))
+    await database.open()
+    try:
+        if tables:
+            async with database.connection() as conn:
+                await conn.execute(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY")
+        yield database
+    finally:
+        await database.close()
 
 
 async def truncate_all(url: str, *, keep: Set[str] = frozenset({"alembic_version"})) -> None:
