@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
-import asyncpg
 import httpx
 import pytest
 import pytest_asyncio
@@ -19,7 +17,7 @@ from bazaar.auth.cli import MIGRATIONS_DIR
 from bazaar.auth.config import AuthSettings, ClientConfig
 from bazaar.shared import migrations
 from bazaar.shared.testing.asgi import serve_in_process
-from bazaar.shared.testing.postgres import DatabaseFactory, truncate_all
+from bazaar.shared.testing.postgres import DatabaseFactory, json_connection, truncate_all
 
 ADMIN_EMAIL = "admin@bazaar.test"
 ADMIN_PASSWORD = "admin-password-for-tests"
@@ -104,15 +102,8 @@ def bearer() -> Callable[[str], dict[str, str]]:
 @pytest_asyncio.fixture
 async def auth_db(auth_app: FastAPI, auth_settings: AuthSettings) -> AsyncIterator[Any]:
     """A plain asyncpg connection to the (emptied) auth database, for checking what is stored."""
-    conn = await asyncpg.connect(auth_settings.dsn())
-    for typename in ("json", "jsonb"):
-        await conn.set_type_codec(
-            typename, schema="pg_catalog", encoder=json.dumps, decoder=json.loads
-        )
-    try:
+    async with json_connection(auth_settings.dsn()) as conn:
         yield conn
-    finally:
-        await conn.close()
 
 
 @pytest.fixture

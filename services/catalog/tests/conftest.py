@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import json
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -21,7 +20,7 @@ from bazaar.catalog.config import CatalogSettings
 from bazaar.shared import migrations
 from bazaar.shared.auth import VerifierSettings
 from bazaar.shared.testing.asgi import serve_in_process
-from bazaar.shared.testing.postgres import DatabaseFactory, truncate_all
+from bazaar.shared.testing.postgres import DatabaseFactory, json_connection, truncate_all
 from bazaar.shared.testing.tokens import JwksServer, TokenIssuer
 
 #: The scope of product writers, and the scope of the orders service's reservation token.
@@ -119,15 +118,8 @@ def new_product(
 @pytest_asyncio.fixture
 async def catalog_db(catalog_app: FastAPI, catalog_settings: CatalogSettings) -> AsyncIterator[Any]:
     """A plain asyncpg connection to the (emptied) catalog database, for checking what is stored."""
-    conn = await asyncpg.connect(catalog_settings.dsn())
-    for typename in ("json", "jsonb"):
-        await conn.set_type_codec(
-            typename, schema="pg_catalog", encoder=json.dumps, decoder=json.loads
-        )
-    try:
+    async with json_connection(catalog_settings.dsn()) as conn:
         yield conn
-    finally:
-        await conn.close()
 
 
 @pytest.fixture

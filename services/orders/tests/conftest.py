@@ -13,7 +13,6 @@ import asyncio
 import base64
 import contextlib
 import itertools
-import json
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -36,7 +35,7 @@ from bazaar.orders.config import OrdersSettings
 from bazaar.shared import migrations
 from bazaar.shared.testing.asgi import serve_in_process
 from bazaar.shared.testing.chaos import ChaosProxy, chaos_proxy
-from bazaar.shared.testing.postgres import DatabaseFactory
+from bazaar.shared.testing.postgres import DatabaseFactory, json_connection
 from bazaar.shared.testing.server import serve_on_socket
 from bazaar.shared.testing.tokens import JwksServer, TokenIssuer
 
@@ -361,33 +360,18 @@ def new_product(catalog: httpx.AsyncClient) -> Callable[..., Awaitable[dict[str,
     return create
 
 
-async def _json_connection(url: str) -> asyncpg.Connection:
-    conn = await asyncpg.connect(url)
-    for typename in ("json", "jsonb"):
-        await conn.set_type_codec(
-            typename, schema="pg_catalog", encoder=json.dumps, decoder=json.loads
-        )
-    return conn
-
-
 @pytest_asyncio.fixture
 async def catalog_db(orders_app: FastAPI, orders_catalog_database_url: str) -> AsyncIterator[Any]:
     """A connection to catalog's database, for what catalog stored."""
-    conn = await _json_connection(orders_catalog_database_url)
-    try:
+    async with json_connection(orders_catalog_database_url) as conn:
         yield conn
-    finally:
-        await conn.close()
 
 
 @pytest_asyncio.fixture
 async def orders_db(orders_app: FastAPI, orders_settings: OrdersSettings) -> AsyncIterator[Any]:
     """A connection to orders' database, for what orders stored."""
-    conn = await _json_connection(orders_settings.dsn())
-    try:
+    async with json_connection(orders_settings.dsn()) as conn:
         yield conn
-    finally:
-        await conn.close()
 
 
 @pytest.fixture

@@ -32,7 +32,8 @@ class PoolSettings:
     connect_timeout: float = 5.0
 
 
-async def _init_connection(conn: asyncpg.Connection) -> None:
+async def use_json_codecs(conn: asyncpg.Connection) -> None:
+    """Read and write json/jsonb as Python values on this connection."""
     for typename in ("json", "jsonb"):
         await conn.set_type_codec(
             typename, schema="pg_catalog", encoder=json.dumps, decoder=json.loads
@@ -64,7 +65,7 @@ class Database:
                 max_size=self.settings.max_size,
                 command_timeout=self.settings.command_timeout,
                 timeout=self.settings.connect_timeout,
-                init=_init_connection,
+                init=use_json_codecs,
                 reset=_keep_session,
             )
 

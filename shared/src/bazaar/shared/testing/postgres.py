@@ -9,7 +9,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
-from bazaar.shared.db import Database, PoolSettings
+from bazaar.shared.db import Database, PoolSettings, use_json_codecs
 from bazaar.shared.testing.infrastructure import Resolved, resolve
 
 LOCAL_POSTGRES = "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -80,6 +80,17 @@ class DatabaseFactory:
         finally:
             await conn.close()
         self.created.clear()
+
+
+@asynccontextmanager
+async def json_connection(url: str) -> AsyncIterator[asyncpg.Connection]:
+    """A plain connection to `url` reading json/jsonb as the services' pools do."""
+    conn = await asyncpg.connect(url)
+    try:
+        await use_json_codecs(conn)
+        yield conn
+    finally:
+        await conn.close()
 
 
 @asynccontextmanager
