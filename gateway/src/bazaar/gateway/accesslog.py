@@ -31,7 +31,7 @@ def _text(text: str) -> str:
     return str(_json(text))
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: a frozen dataclass is slower to build, once per request
 class Entry:
     """What the access log says about one answer (ids and route are the gateway's own)."""
 
