@@ -28,7 +28,8 @@ def _text(text: str) -> str:
     """A string's JSON, redacted as the shared formatter redacts it."""
     if "bearer" in text.lower():  # redact_text changes nothing without it
         text = redact_text(text)
-    return str(_json(text))
+    escaped: str = _json(text)
+    return escaped
 
 
 @dataclass(slots=True)  # not frozen: a frozen dataclass is slower to build, once per request
