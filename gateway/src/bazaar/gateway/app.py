@@ -42,7 +42,7 @@ def create_app(settings: GatewaySettings | None = None) -> web.Application:
     metrics = GatewayMetrics()
     upstreams = {name: Upstream(name, cfg, metrics) for name, cfg in settings.upstreams.items()}
     metrics.watch_breakers(lambda: {n: float(u.breaker.state.value) for n, u in upstreams.items()})
-    verifier = TokenVerifier(settings.verifier_settings())
+    verifier = TokenVerifier(settings.verifier_settings(), cache_size=settings.token_cache_size)
     memory = MemoryRateLimiter()
     redis_client = redis.asyncio.from_url(settings.redis_url) if settings.redis_url else None
     limiter: RateLimiter = memory
@@ -61,7 +61,7 @@ def create_app(settings: GatewaySettings | None = None) -> web.Application:
     pipeline = Pipeline(
         settings,
         upstreams=upstreams,
-        authenticator=Authenticator(verifier, cache_size=settings.token_cache_size),
+        authenticator=Authenticator(verifier),
         limiter=limiter,
         metrics=metrics,
     )
