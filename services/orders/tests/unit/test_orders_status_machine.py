@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 import pytest
 
 from bazaar.orders.api.errors import ERROR_MAP
-from bazaar.orders.domain.errors import DuplicateLine, OrderNotCancellable
+from bazaar.orders.domain.errors import DuplicateLine, InvalidTransition, OrderNotCancellable
 from bazaar.orders.domain.model import (
     Order,
     OrderLine,
@@ -186,3 +186,12 @@ def test_one_product_in_two_lines_is_refused() -> None:
 
 def test_the_statuses_are_the_four_of_the_contract() -> None:
     assert {s.value for s in OrderStatus} == {"pending", "confirmed", "rejected", "cancelled"}
+
+
+@pytest.mark.parametrize("settled", [_confirmed, _rejected, lambda: _confirmed().cancel()])
+def test_only_a_pending_order_can_be_confirmed_or_rejected(settled: object) -> None:
+    order = settled()  # type: ignore[operator]
+    with pytest.raises(InvalidTransition):
+        order.confirm(_reservation())
+    with pytest.raises(InvalidTransition):
+        order.reject(RejectReason.INSUFFICIENT_STOCK)

@@ -14,6 +14,10 @@ class OrderNotFound(OrdersError):
     """No order with this id is visible to the caller."""
 
 
+class InvalidTransition(OrdersError):
+    """A settling transition was asked of an order that is no longer pending (a bug)."""
+
+
 class OrderNotCancellable(OrdersError):
     """The order's status does not allow a cancel (it was rejected)."""
 

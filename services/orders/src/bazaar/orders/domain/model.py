@@ -8,7 +8,7 @@ from datetime import datetime
 from enum import StrEnum
 from uuid import UUID
 
-from bazaar.orders.domain.errors import DuplicateLine, OrderNotCancellable
+from bazaar.orders.domain.errors import DuplicateLine, InvalidTransition, OrderNotCancellable
 
 
 class OrderStatus(StrEnum):
@@ -83,6 +83,7 @@ class Order:
 
     def confirm(self, reservation: PricedReservation) -> Order:
         """The reservation landed: the order takes catalog's prices and is confirmed."""
+        self._must_be_pending("confirm")
         return replace(
             self,
             status=OrderStatus.CONFIRMED,
@@ -94,6 +95,7 @@ class Order:
 
     def reject(self, reason: RejectReason) -> Order:
         """Catalog refused (or the order waited too long): nothing is reserved for it."""
+        self._must_be_pending("reject")
         return replace(
             self,
             status=OrderStatus.REJECTED,
@@ -102,6 +104,10 @@ class Order:
             # Expired while catalog was unreachable: an attempt may still have reserved.
             release_pending=reason is RejectReason.EXPIRED,
         )
+
+    def _must_be_pending(self, transition: str) -> None:
+        if not self.is_pending:
+            raise InvalidTransition(f"cannot {transition} an order that is {self.status.value}")
 
     def cancel(self) -> Order:
         """Cancel a pending or confirmed order; cancelling twice changes nothing."""
