@@ -7,7 +7,12 @@ from typing import Any
 
 import pytest
 
-from bazaar.orders.domain.errors import DuplicateLine, OrderNotCancellable, OrderNotFound
+from bazaar.orders.domain.errors import (
+    DuplicateLine,
+    KeyUsedForAnotherOrder,
+    OrderNotCancellable,
+    OrderNotFound,
+)
 from bazaar.orders.domain.model import OrderStatus, RejectReason, RequestedLine
 from bazaar.orders.service import orders as use
 from bazaar.orders.service.ports import Invalid, OrderFilter, Reserved, Unavailable
@@ -286,3 +291,19 @@ async def test_listing_passes_the_filters_and_keyset_to_the_store(
         reverse=True,
     )
     assert none == []
+
+
+async def test_a_key_given_back_after_a_failure_cannot_open_an_order_with_other_lines(
+    transactions: Any,
+) -> None:
+    # The first request stored its order, then failed and released its idempotency claim;
+    # a retry with the same key but other lines is a mismatch, never the first order.
+    lines_a = [RequestedLine(uuid.uuid4(), 1)]
+    lines_b = [RequestedLine(uuid.uuid4(), 2)]
+    async with transactions.autocommit() as uow:
+        first = await use.open_order("alice", lines_a, idempotency_key="k-1", uow=uow)
+    async with transactions.autocommit() as uow:
+        with pytest.raises(KeyUsedForAnotherOrder):
+            await use.open_order("alice", lines_b, idempotency_key="k-1", uow=uow)
+        again = await use.open_order("alice", lines_a, idempotency_key="k-1", uow=uow)
+    assert again.id == first.id

@@ -28,15 +28,23 @@ def create_app(settings: OrdersSettings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        connector = aiohttp.TCPConnector(
-            limit=settings.catalog_pool_size, keepalive_timeout=30, ttl_dns_cache=60
-        )
-        # One pooled session for every call to catalog and auth; no cookies between services.
-        async with aiohttp.ClientSession(
-            connector=connector, cookie_jar=aiohttp.DummyCookieJar(), raise_for_status=False
-        ) as session:
+        # Catalog and auth each get a pooled session of their own: a burst of reservations
+        # must never leave the token refresh waiting for a connection. No cookies between
+        # services.
+        async with (
+            aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(
+                    limit=settings.catalog_pool_size, keepalive_timeout=30, ttl_dns_cache=60
+                ),
+                cookie_jar=aiohttp.DummyCookieJar(),
+            ) as session,
+            aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=4, keepalive_timeout=30),
+                cookie_jar=aiohttp.DummyCookieJar(),
+            ) as auth_session,
+        ):
             tokens = ServiceTokens(
-                session,
+                auth_session,
                 token_url=settings.auth_url.rstrip("/") + "/v1/auth/token",
                 client_id=settings.client_id,
                 client_secret=settings.client_secret.get_secret_value(),

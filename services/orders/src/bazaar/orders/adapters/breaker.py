@@ -21,6 +21,8 @@ class _StateListener(pybreaker.CircuitBreakerListener):
     def state_change(self, cb: pybreaker.CircuitBreaker, old: Any, new: Any) -> None:
         old_name = getattr(old, "name", str(old))
         new_name = getattr(new, "name", str(new))
+        if new_name == old_name:  # a failure while already open re-enters the same state
+            return
         level = logging.WARNING if new_name == "open" else logging.INFO
         log.log(
             level,

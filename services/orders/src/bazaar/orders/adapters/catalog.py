@@ -77,9 +77,12 @@ class CatalogClient:
         self._tokens = tokens
         self.breaker = breaker
         self._policy = policy or CallPolicy()
+        # `connect` would also count the wait for a free connection of our own pool: a busy
+        # pool is not a failing catalog (the deadline bounds that wait), so only the socket
+        # connect and each read are timed per attempt.
         self._timeout = aiohttp.ClientTimeout(
             total=None,
-            connect=self._policy.connect_timeout,
+            connect=None,
             sock_connect=self._policy.connect_timeout,
             sock_read=self._policy.read_timeout,
         )

@@ -72,7 +72,11 @@ class ServiceTokens:
                     raise TokenUnavailable(f"auth answered {response.status} ({error})")
         except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
             raise TokenUnavailable(f"auth could not be asked: {exc!r}") from exc
-        lifetime = float(body.get("expires_in", 300))
-        self._token = str(body["access_token"])
+        try:
+            lifetime = float(body.get("expires_in", 300))
+            token = str(body["access_token"])
+        except (AttributeError, KeyError, TypeError, ValueError) as exc:
+            raise TokenUnavailable("auth answered 200 without an access token") from exc
+        self._token = token
         self._expires_at = time.monotonic() + max(lifetime - EXPIRY_MARGIN_SECONDS, lifetime / 2)
         log.info("service token refreshed", extra={"expires_in": lifetime})

@@ -34,6 +34,9 @@ ERROR_MAP: ErrorMap = {
     errors.InsufficientStock: ProblemSpec(
         409, "insufficient-stock", "Insufficient Stock", _short_products
     ),
+    errors.KeyUsedForAnotherOrder: ProblemSpec(
+        422, "idempotency-key-mismatch", "Idempotency Key Mismatch"
+    ),
     errors.DuplicateLine: ProblemSpec(422, "validation-error", "Validation Error", _line_error),
     errors.OrderRefused: ProblemSpec(422, "validation-error", "Validation Error", _line_error),
 }

@@ -26,6 +26,10 @@ class DuplicateLine(OrdersError):
     """Two lines of one order name the same product."""
 
 
+class KeyUsedForAnotherOrder(OrdersError):
+    """The idempotency key already opened an order with other lines."""
+
+
 class InsufficientStock(OrdersError):
     """Catalog could not serve some line; the order is kept as rejected."""
 

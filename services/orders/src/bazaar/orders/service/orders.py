@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
-from bazaar.orders.domain.errors import OrderNotFound
+from bazaar.orders.domain.errors import KeyUsedForAnotherOrder, OrderNotFound
 from bazaar.orders.domain.model import (
     Order,
     OrderStatus,
@@ -81,7 +81,14 @@ async def open_order(
         created_at=now,
         updated_at=now,
     )
-    return await uow.orders.add(order, idempotency_key=idempotency_key)
+    stored = await uow.orders.add(order, idempotency_key=idempotency_key)
+    if stored.id != order.id and requested_lines(stored) != list(lines):
+        # The key's first request failed after its order was stored and gave the key back;
+        # a retry must carry the same lines, as any other reuse of a key must.
+        raise KeyUsedForAnotherOrder(
+            "This idempotency key already placed an order with other lines."
+        )
+    return stored
 
 
 async def settle_order(
