@@ -14,6 +14,7 @@ from prometheus_client import CollectorRegistry
 
 from bazaar.shared.db import Database
 from bazaar.shared.messaging import Broker, MessagingMetrics, OutboxRelay, RelaySettings
+from bazaar.shared.messaging.relay import STUBBORN_ATTEMPTS
 from bazaar.shared.messaging.topology import UNROUTED
 from bazaar.shared.outbox import OUTBOX_DDL, add_event
 from bazaar.shared.testing.amqp import eventually, tap_events
@@ -207,3 +208,35 @@ async def test_pruning_deletes_only_rows_published_before_the_retention(db: Data
             r["subject"] for r in await conn.fetch("SELECT subject FROM outbox ORDER BY position")
         ]
     assert left == ["1", "2"]
+
+
+async def test_rows_that_keep_failing_never_fill_the_batches_and_stall_the_events_behind(
+    db: Database, amqp_url: str
+) -> None:
+    async with AsyncExitStack() as stack:
+        tap = await stack.enter_async_context(tap_events(amqp_url, "test.routed.#"))
+        await stack.enter_async_context(
+            RunningRelay(db, amqp_url, RelaySettings(poll_seconds=0.05, batch_size=3))
+        )
+        await emit_many(db, "test.routed.zero", 1)
+        await tap.wait_for(1)
+        connection = await stack.enter_async_context(await aio_pika.connect(amqp_url))
+        channel = await connection.channel()
+        unrouted = await channel.declare_queue(UNROUTED, passive=True)
+        await unrouted.unbind(UNROUTED)
+        stack.push_async_callback(unrouted.bind, UNROUTED)
+        # More rows that can never be published than the two batches in flight hold…
+        await emit_many(db, "test.nobody.listens", 7)
+
+        async def all_stubborn() -> bool:
+            async with db.connection() as conn:
+                least = await conn.fetchval(
+                    "SELECT min(attempts) FROM outbox WHERE published_at IS NULL"
+                )
+            return least is not None and least >= STUBBORN_ATTEMPTS
+
+        await eventually(all_stubborn)
+        # …and the events committed after them still go out.
+        await emit_many(db, "test.routed.after", 2)
+        await tap.wait_for(3)
+    assert sorted(e["type"] for e in tap.events) == ["test.routed.after"] * 2 + ["test.routed.zero"]

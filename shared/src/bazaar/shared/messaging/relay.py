@@ -29,11 +29,28 @@ PIPELINE_DEPTH = 2
 #: The outbox lag gauge is refreshed at most this often.
 LAG_INTERVAL_SECONDS = 1.0
 
+#: A row that failed this many times is stubborn (a broken binding, say, not an outage)…
+STUBBORN_ATTEMPTS = 5
+#: …and stubborn rows are retried at most this many per batch, beside the others.
+RETRIES_PER_BATCH = 10
+
 # SKIP LOCKED: replicas take disjoint batches instead of queueing behind each other.
+# Stubborn rows are claimed apart, so they can never fill every batch and stall the events
+# behind them; rows that failed a few times (a broker outage) keep their place in line.
 CLAIM_BATCH = """
-SELECT id, type, event, traceparent FROM outbox
-WHERE published_at IS NULL ORDER BY position LIMIT $1
-FOR UPDATE SKIP LOCKED
+WITH fresh AS (
+    SELECT id, position, type, event, traceparent FROM outbox
+    WHERE published_at IS NULL AND attempts < $3 ORDER BY position LIMIT $1
+    FOR UPDATE SKIP LOCKED
+), retried AS (
+    SELECT id, position, type, event, traceparent FROM outbox
+    WHERE published_at IS NULL AND attempts >= $3 ORDER BY position LIMIT $2
+    FOR UPDATE SKIP LOCKED
+)
+SELECT id, position, type, event, traceparent, false AS retried FROM fresh
+UNION ALL
+SELECT id, position, type, event, traceparent, true AS retried FROM retried
+ORDER BY position
 """
 MARK_PUBLISHED = "UPDATE outbox SET published_at = now() WHERE id = ANY($1::uuid[])"
 MARK_FAILED = """
@@ -69,6 +86,8 @@ class BatchResult:
     claimed: int
     published: int
     failed: int
+    #: Of the claimed rows, those not stubborn (a full batch of them: more may wait).
+    fresh: int = 0
 
 
 async def _until_set_or_done(event: asyncio.Event, task: asyncio.Task[BatchResult]) -> None:
@@ -148,7 +167,7 @@ class OutboxRelay:
                 batch = asyncio.create_task(self.publish_batch(exchange, queued=queued))
                 in_flight.append(batch)
                 await _until_set_or_done(queued, batch)
-                if batch.done() and batch.result().claimed < self.settings.batch_size:
+                if batch.done() and batch.result().fresh < self.settings.batch_size:
                     break  # drained
                 if len(in_flight) >= PIPELINE_DEPTH and (await in_flight.popleft()).failed:
                     failed = True
@@ -171,7 +190,9 @@ class OutboxRelay:
         """
         try:
             async with self.db.transaction() as conn:
-                rows = await conn.fetch(CLAIM_BATCH, self.settings.batch_size)
+                rows = await conn.fetch(
+                    CLAIM_BATCH, self.settings.batch_size, RETRIES_PER_BATCH, STUBBORN_ATTEMPTS
+                )
                 if not rows:
                     return BatchResult(0, 0, 0)
                 publications = [asyncio.create_task(self._publish(exchange, r)) for r in rows]
@@ -196,7 +217,8 @@ class OutboxRelay:
         for row, error in zip(rows, outcomes, strict=True):
             if error is None:
                 self.metrics.published.labels(row["type"]).inc()
-        return BatchResult(len(rows), len(sent), len(failed))
+        fresh = sum(1 for row in rows if not row["retried"])
+        return BatchResult(len(rows), len(sent), len(failed), fresh)
 
     async def _publish(self, exchange: AbstractExchange, row: asyncpg.Record) -> None:
         event: dict[str, Any] = row["event"]
