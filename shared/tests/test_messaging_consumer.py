@@ -261,3 +261,26 @@ async def test_shutdown_waits_for_the_message_in_flight(db: Database, amqp_url: 
         asyncio.get_running_loop().call_later(0.3, release.set)
     # The block exited while the handler ran: the drain let it finish and commit.
     assert await effects(db) == {event_id: 1}
+
+
+async def test_a_handler_that_always_times_out_is_parked_not_requeued_forever(
+    db: Database, amqp_url: str
+) -> None:
+    async def too_slow(conn: asyncpg.Connection, event: dict[str, Any]) -> None:
+        # What asyncpg raises when a statement outlives its command_timeout.
+        raise TimeoutError("statement timed out")
+
+    service = service_name()
+    messaging = make_messaging(db, amqp_url, service, handler=too_slow, attempts=3)
+    async with messaging.running():
+        await asyncio.wait_for(messaging.wait_started(), 10)
+        stuck = await emit(db, 0)
+        consumer = messaging.consumers[0].queue_name
+
+        async def parked() -> bool:
+            return metric(messaging, "bazaar_events_parked_total", consumer=consumer) == 1
+
+        await eventually(parked)
+    listed = await list_parked(amqp_url, consumer)
+    assert [p.message_id for p in listed] == [stuck]
+    assert listed[0].reason.startswith("TimeoutError")

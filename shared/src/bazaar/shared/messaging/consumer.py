@@ -32,7 +32,8 @@ log = logging.getLogger("bazaar.messaging.consumer")
 #: A handler applies one event inside the open transaction that also records it as processed.
 Handler = Callable[[asyncpg.Connection, dict[str, Any]], Awaitable[None]]
 
-#: Failures of the infrastructure, not of the message: wait and requeue, spending no attempt.
+#: Failures of the infrastructure, not of the message: wait and requeue, spending no attempt
+#: (a TimeoutError, an OSError too, is the exception: it spends one).
 TRANSIENT = (DatabaseBusy, OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError)
 
 
@@ -138,6 +139,13 @@ class Consumer:
                     if fresh:
                         await self.subscription.handle(conn, event)
             except TRANSIENT as exc:
+                if isinstance(exc, TimeoutError):
+                    # A statement that ran out of time (command_timeout) may do so every
+                    # time for this message: it spends an attempt, so it ends parked.
+                    span.record_exception(exc)
+                    span.set_status(StatusCode.ERROR, type(exc).__name__)
+                    await self._fail(message, event, exc)
+                    return
                 span.set_status(StatusCode.ERROR, type(exc).__name__)
                 log.warning(
                     "%s: transient failure on %s (%s); requeued", consumer, event["id"], exc
