@@ -270,6 +270,7 @@ class OutboxRelay:
         """LISTEN on the outbox channel, again after a lost connection; polling covers gaps."""
         if self._listener is not None and not self._listener.is_closed():
             return
+        listener: asyncpg.Connection | None = None
         try:
             listener = await asyncpg.connect(self.db.settings.dsn, timeout=5)
             await listener.add_listener(OUTBOX_CHANNEL, self._on_notify)
@@ -277,6 +278,8 @@ class OutboxRelay:
             listener.add_termination_listener(self._on_notify)
         except Exception as exc:
             log.warning("outbox LISTEN unavailable (%s); polling meanwhile", exc)
+            if listener is not None:  # connected, but LISTEN failed: do not leak it
+                listener.terminate()
             return
         self._listener = listener
         # Events committed while nobody listened are found by the pass that follows.
