@@ -24,6 +24,7 @@ from bazaar.gateway.ratelimit import (
     RateLimiter,
     RedisRateLimiter,
 )
+from bazaar.gateway.spans import SpanRecorder, otlp_recorder
 from bazaar.gateway.tracing import TraceContext, continue_or_start
 from bazaar.shared.auth import TokenVerifier
 from bazaar.shared.middleware import accept_request_id
@@ -36,9 +37,15 @@ UPSTREAMS = web.AppKey("upstreams", dict)
 READY_TIMEOUT = 2.0
 
 
-def create_app(settings: GatewaySettings | None = None) -> web.Application:
-    """Build the gateway from its settings (read from the environment when not given)."""
+def create_app(
+    settings: GatewaySettings | None = None, *, spans: SpanRecorder | None = None
+) -> web.Application:
+    """Build the gateway from its settings (read from the environment when not given).
+
+    Server spans go to `spans`, else over OTLP when `OTEL_EXPORTER_OTLP_ENDPOINT` is set.
+    """
     settings = settings or GatewaySettings()
+    spans = spans or otlp_recorder(settings.otel_exporter_otlp_endpoint, version=settings.version)
     metrics = GatewayMetrics()
     upstreams = {name: Upstream(name, cfg, metrics) for name, cfg in settings.upstreams.items()}
     metrics.watch_breakers(lambda: {n: float(u.breaker.state.value) for n, u in upstreams.items()})
@@ -64,6 +71,7 @@ def create_app(settings: GatewaySettings | None = None) -> web.Application:
         authenticator=Authenticator(verifier),
         limiter=limiter,
         metrics=metrics,
+        spans=spans,
     )
 
     # auto_decompress off: a gzip request body is forwarded as the client encoded it.
@@ -90,6 +98,8 @@ def create_app(settings: GatewaySettings | None = None) -> web.Application:
         await verifier.aclose()
         if redis_client is not None:
             await redis_client.aclose()
+        if spans is not None:
+            spans.shutdown()
 
     app.on_startup.append(start)
     app.on_cleanup.append(stop)

@@ -24,6 +24,7 @@ from bazaar.gateway.metrics import GatewayMetrics
 from bazaar.gateway.proxy import Upstream
 from bazaar.gateway.ratelimit import Policy, RateLimiter, Verdict
 from bazaar.gateway.routes import Route, RouteTable
+from bazaar.gateway.spans import SpanRecorder
 from bazaar.gateway.tracing import TraceContext, continue_or_start, fresh_ids
 from bazaar.shared.auth import Principal
 from bazaar.shared.middleware import accept_request_id
@@ -52,8 +53,10 @@ class Pipeline:
         authenticator: Authenticator,
         limiter: RateLimiter,
         metrics: GatewayMetrics,
+        spans: SpanRecorder | None = None,
     ) -> None:
         self.settings = settings
+        self.spans = spans
         self.routes = RouteTable(settings.routes)
         self.upstreams = upstreams
         self.authn = authenticator
@@ -222,6 +225,22 @@ class Pipeline:
         label = route.label if route else "unmatched"
         method = request.method if request.method in KNOWN_METHODS else "OTHER"
         self.metrics.observe(label, method, response.status, elapsed)
+        if self.spans is not None:
+            end_ns = time.time_ns()
+            prefix = route.config.prefix if route else "unmatched"
+            self.spans.record(
+                trace,
+                name=f"{method} {prefix}",
+                start_ns=end_ns - int(elapsed * 1e9),
+                end_ns=end_ns,
+                status=response.status,
+                attributes={
+                    "http.request.method": method,
+                    "http.route": prefix,
+                    "url.path": request.path,
+                    "client.address": client,
+                },
+            )
         self.access.write(
             Entry(
                 request.method,
