@@ -7,9 +7,8 @@ only ever talks to the gateway.
 
 from __future__ import annotations
 
-import asyncio
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
@@ -25,6 +24,7 @@ from bazaar.gateway.app import create_app as create_gateway
 from bazaar.gateway.config import GatewaySettings, UpstreamConfig
 from bazaar.orders.app import create_app as create_orders
 from bazaar.orders.config import OrdersSettings
+from bazaar.shared.testing.amqp import eventually
 from bazaar.shared.testing.server import serve_on_socket
 
 ISSUER = "http://gateway.orders-system.test"
@@ -112,13 +112,6 @@ async def _login(gateway: Gateway, email: str, password: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {(await response.json())['access_token']}"}
 
 
-async def _eventually(check: Callable[[], Awaitable[bool]], within: float = 15.0) -> None:
-    deadline = asyncio.get_running_loop().time() + within
-    while not await check():
-        assert asyncio.get_running_loop().time() < deadline, f"not true within {within} s"
-        await asyncio.sleep(0.1)
-
-
 async def test_a_customer_orders_replays_and_cancels_through_the_gateway_and_stock_comes_back(
     system_databases: dict[str, str], amqp_url: str
 ) -> None:
@@ -180,8 +173,8 @@ async def test_a_customer_orders_replays_and_cancels_through_the_gateway_and_sto
             return bool((await response.json())["stock_released"])
 
         # orders.order.cancelled → catalog releases → catalog.stock.released → orders.
-        await _eventually(stock_back)
-        await _eventually(released)
+        await eventually(stock_back, within=15)
+        await eventually(released, within=15)
 
         mine = await gateway.get("/v1/orders", headers=customer)
         assert [o["id"] for o in (await mine.json())["items"]] == [order["id"]]

@@ -33,6 +33,7 @@ from bazaar.orders.app import create_app
 from bazaar.orders.cli import MIGRATIONS_DIR
 from bazaar.orders.config import OrdersSettings
 from bazaar.shared import migrations
+from bazaar.shared.testing.amqp import eventually as shared_eventually
 from bazaar.shared.testing.asgi import serve_in_process
 from bazaar.shared.testing.chaos import ChaosProxy, chaos_proxy
 from bazaar.shared.testing.postgres import DatabaseFactory, json_connection
@@ -445,15 +446,7 @@ def place(
     return post
 
 
-async def wait_until(check: Callable[[], Awaitable[bool]], *, within: float = 10.0) -> None:
-    """Poll `check` until it holds; fail the test after `within` seconds."""
-    deadline = asyncio.get_running_loop().time() + within
-    while not await check():
-        assert asyncio.get_running_loop().time() < deadline, f"not true within {within} s"
-        await asyncio.sleep(0.05)
-
-
 @pytest.fixture
 def eventually() -> Callable[..., Awaitable[None]]:
     """`await eventually(check)`: poll an async predicate until it holds (10 s at most)."""
-    return wait_until
+    return shared_eventually
