@@ -139,3 +139,29 @@ async def test_a_reservation_that_landed_for_a_cancelled_order_is_released(
     assert got.json()["stock_released"] is True
     assert await order_events("orders.order.placed") == []
     assert await order_events("orders.order.rejected") == []
+
+
+async def test_asking_again_for_an_order_rejected_as_expired_says_so_not_out_of_stock(
+    client: Any, customer: Any, new_product: Any, orders_db: Any, catalog_proxy: Any
+) -> None:
+    # The first answer was lost (its claim given back, as after a crash); meanwhile the
+    # reconciler gave the order up. Asking again with the same key and lines says what
+    # happened to it.
+    product = await new_product(stock=5)
+    body = {"lines": [{"product_id": product["id"], "quantity": 1}]}
+    headers = {**customer(), "Idempotency-Key": "expired-then-asked-again"}
+    first = await client.post("/v1/orders", json=body, headers=headers)
+    assert first.status_code in (201, 202), first.text
+    order_id = first.json()["id"]
+    await orders_db.execute("DELETE FROM idempotency_key")
+    await orders_db.execute(
+        "UPDATE customer_order SET status = 'rejected', reject_reason = 'pending-too-long',"
+        " stock_released = true WHERE id = $1",
+        uuid.UUID(order_id),
+    )
+    again = await client.post("/v1/orders", json=body, headers=headers)
+    assert again.status_code == 409, again.text
+    problem = again.json()
+    assert problem["type"].endswith("/conflict")
+    assert problem["order_id"] == order_id
+    assert again.headers["location"] == f"/v1/orders/{order_id}"

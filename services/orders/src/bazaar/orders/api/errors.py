@@ -28,9 +28,15 @@ def _line_error(exc: BaseException) -> Mapping[str, Any]:
     return extensions
 
 
+def _order_ref(exc: BaseException) -> Mapping[str, Any]:
+    order_id = getattr(exc, "order_id", None)
+    return {"order_id": str(order_id)} if order_id is not None else {}
+
+
 ERROR_MAP: ErrorMap = {
     errors.OrderNotFound: ProblemSpec(404, "not-found", "Not Found"),
     errors.OrderNotCancellable: ProblemSpec(409, "conflict", "Conflict"),
+    errors.OrderExpired: ProblemSpec(409, "conflict", "Conflict", _order_ref),
     errors.InsufficientStock: ProblemSpec(
         409, "insufficient-stock", "Insufficient Stock", _short_products
     ),

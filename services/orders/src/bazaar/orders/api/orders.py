@@ -13,7 +13,7 @@ from fastapi.responses import JSONResponse
 from bazaar.orders.adapters.uow import SqlUnitOfWork
 from bazaar.orders.api.deps import Canceller, CatalogDep, Reader, TransactionsDep, Writer, viewer_of
 from bazaar.orders.api.schemas import OrderCreate, OrderRead
-from bazaar.orders.domain.errors import InsufficientStock, OrderRefused
+from bazaar.orders.domain.errors import InsufficientStock, OrderExpired, OrderRefused
 from bazaar.orders.domain.model import Order, OrderStatus, RejectReason, RequestedLine
 from bazaar.orders.service import orders as use
 from bazaar.orders.service.ports import Invalid, OrderFilter, OutOfStock, ReserveOutcome
@@ -44,6 +44,11 @@ def _placed_answer(request: Request, order: Order, outcome: ReserveOutcome) -> S
         if order.reject_reason == RejectReason.INVALID_LINES.value:
             detail = outcome.detail if isinstance(outcome, Invalid) else "Invalid order lines."
             error = OrderRefused(detail, order_id=order.id)
+        elif order.reject_reason == RejectReason.EXPIRED.value:
+            error = OrderExpired(
+                "The order was rejected: catalog could not be reached in time.",
+                order_id=order.id,
+            )
         else:
             short = outcome.product_ids if isinstance(outcome, OutOfStock) else ()
             error = InsufficientStock(short, order_id=order.id)

@@ -41,6 +41,14 @@ class InsufficientStock(OrdersError):
         )
 
 
+class OrderExpired(OrdersError):
+    """The order stayed pending too long (catalog unreachable) and was rejected."""
+
+    def __init__(self, message: str, *, order_id: UUID | None = None) -> None:
+        self.order_id = order_id
+        super().__init__(message)
+
+
 class OrderRefused(OrdersError):
     """Catalog refused the order's lines as invalid (e.g. mixed currencies); kept as rejected."""
 
