@@ -9,10 +9,11 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Annotated, Any, Generic, TypeAlias, TypeVar
+from typing import Annotated, Any, Generic, Protocol, TypeAlias, TypeVar
 from uuid import UUID
 
 from fastapi import Depends, Query
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.datastructures import URL
 
@@ -22,6 +23,18 @@ CursorValue: TypeAlias = str | int | float | datetime | UUID | None
 
 T = TypeVar("T")
 R = TypeVar("R")
+
+
+class Keyed(Protocol):
+    """What every list sorts by: newest first, ties broken by id."""
+
+    @property
+    def created_at(self) -> datetime: ...
+    @property
+    def id(self) -> UUID: ...
+
+
+K = TypeVar("K", bound=Keyed)
 
 _VERSION = 1
 _SUPPORTED_TYPES: tuple[type, ...] = (str, int, float, datetime, UUID)
@@ -41,6 +54,26 @@ class PageParams:
 
     limit: int
     cursor: str | None
+
+    def after(self) -> tuple[datetime, UUID] | None:
+        """The (created_at, id) keyset the cursor points after; None on the first page."""
+        if self.cursor is None:
+            return None
+        created_at, item_id = decode_cursor(self.cursor, (datetime, UUID))
+        return created_at, item_id
+
+    def answer(
+        self, url: str | URL, rows: Sequence[K], read: Callable[[K], BaseModel]
+    ) -> JSONResponse:
+        """Answer one page of `rows` (fetched newest first, `limit + 1` of them) as `read`
+        renders each, with `next_cursor` and the `Link` header of the next page."""
+        items, cursor = paginate(rows, self.limit, key=lambda row: (row.created_at, row.id))
+        body = {
+            "items": [read(row).model_dump(mode="json") for row in items],
+            "next_cursor": cursor,
+        }
+        link = next_link(url, cursor)
+        return JSONResponse(body, headers={"Link": link} if link else None)
 
 
 def page_params(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from uuid import UUID
 
 from fastapi import APIRouter, Request
@@ -14,7 +13,7 @@ from bazaar.auth.domain.model import NewUser
 from bazaar.auth.domain.scopes import DEFAULT_ROLES
 from bazaar.auth.service import users as use
 from bazaar.shared.openapi import problem_responses
-from bazaar.shared.pagination import Page, Pagination, decode_cursor, next_link, paginate
+from bazaar.shared.pagination import Page, Pagination
 
 router = APIRouter(prefix="/v1/users", tags=["users"])
 
@@ -51,12 +50,8 @@ async def list_users(
     request: Request, _admin: UserAdmin, uows: Uows, page: Pagination
 ) -> JSONResponse:
     """List users, newest first, cursor-paginated."""
-    after = decode_cursor(page.cursor, (datetime, UUID)) if page.cursor else None
-    rows = await use.list_users(limit=page.limit + 1, after=after, uows=uows)
-    items, cursor = paginate(rows, page.limit, key=lambda u: (u.created_at, u.id))
-    body = Page[UserRead](items=[UserRead.of(u) for u in items], next_cursor=cursor)
-    link = next_link(request.url, cursor)
-    return JSONResponse(body.model_dump(mode="json"), headers={"Link": link} if link else None)
+    rows = await use.list_users(limit=page.limit + 1, after=page.after(), uows=uows)
+    return page.answer(request.url, rows, UserRead.of)
 
 
 @router.patch(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated
 from uuid import UUID
 
@@ -20,7 +19,7 @@ from bazaar.shared.etag import check_if_match, if_none_match_matches, strong_eta
 from bazaar.shared.idempotency import OptionalIdempotencyKey, StoredResponse
 from bazaar.shared.idempotency.respond import respond_once
 from bazaar.shared.openapi import problem_responses
-from bazaar.shared.pagination import Page, Pagination, decode_cursor, next_link, paginate
+from bazaar.shared.pagination import Page, Pagination
 from bazaar.shared.problem import ValidationFailed
 from bazaar.shared.schemas import SearchText
 
@@ -65,16 +64,13 @@ async def list_products(
                     }
                 ]
             )
-    after = decode_cursor(page.cursor, (datetime, UUID)) if page.cursor else None
+    after = page.after()
     filters = ProductFilter(q, min_price_cents, max_price_cents, in_stock)
     async with db.connection() as conn:
         rows = await use.list_products(
             filters, limit=page.limit + 1, after=after, uow=SqlUnitOfWork(conn)
         )
-    items, cursor = paginate(rows, page.limit, key=lambda p: (p.created_at, p.id))
-    body = Page[ProductRead](items=[ProductRead.of(p) for p in items], next_cursor=cursor)
-    link = next_link(request.url, cursor)
-    return JSONResponse(body.model_dump(mode="json"), headers={"Link": link} if link else None)
+    return page.answer(request.url, rows, ProductRead.of)
 
 
 @router.get(

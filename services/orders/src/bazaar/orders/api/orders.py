@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Any
 from uuid import UUID
 
@@ -21,7 +20,7 @@ from bazaar.shared.deps import Db, Idempotency
 from bazaar.shared.idempotency import RequiredIdempotencyKey, StoredResponse, problem_response_for
 from bazaar.shared.idempotency.respond import respond_once
 from bazaar.shared.openapi import problem_responses
-from bazaar.shared.pagination import Page, Pagination, decode_cursor, next_link, paginate
+from bazaar.shared.pagination import Page, Pagination
 
 router = APIRouter(prefix="/v1/orders", tags=["orders"])
 
@@ -112,20 +111,17 @@ async def list_orders(
     customer_id: Annotated[str | None, Query(min_length=1, max_length=200)] = None,
 ) -> JSONResponse:
     """List your orders, newest first (every customer's with orders:admin)."""
-    after = decode_cursor(page.cursor, (datetime, UUID)) if page.cursor else None
+    after = page.after()
     viewer = viewer_of(caller)
     if viewer is not None and customer_id not in (None, viewer):
         # A customer sees only their own orders: another customer's list is empty to them.
-        return JSONResponse(Page[OrderRead](items=[], next_cursor=None).model_dump(mode="json"))
+        return page.answer(request.url, [], OrderRead.of)
     filters = OrderFilter(customer_id=viewer or customer_id, status=status)
     async with db.connection() as conn:
         rows = await use.list_orders(
             filters, limit=page.limit + 1, after=after, uow=SqlUnitOfWork(conn)
         )
-    items, cursor = paginate(rows, page.limit, key=lambda o: (o.created_at, o.id))
-    result = Page[OrderRead](items=[OrderRead.of(o) for o in items], next_cursor=cursor)
-    link = next_link(request.url, cursor)
-    return JSONResponse(result.model_dump(mode="json"), headers={"Link": link} if link else None)
+    return page.answer(request.url, rows, OrderRead.of)
 
 
 @router.get("/{order_id}", response_model=OrderRead, responses=problem_responses(401, 403, 404))
