@@ -198,6 +198,24 @@ async def test_exactly_the_user_quota_of_concurrent_requests_passes_on_one_node(
     assert orders.hits == 5
 
 
+async def test_the_user_policy_counts_per_subject_across_tokens_and_addresses(
+    fakes, gateways, token_issuer: TokenIssuer
+) -> None:
+    orders = await fakes.upstream("orders")
+    client = await gateways.start({"orders": orders}, rate_limits=policies(user=2))
+    first, second = token_issuer.issue("rl-same-sub"), token_issuer.issue("rl-same-sub")
+    assert first != second  # two sessions of one user
+    await clear_of_window_edge()
+    assert (await client.get("/v1/orders", headers=_bearer(first))).status == 200
+    async with aiohttp.ClientSession(connector=_from("127.0.0.2")) as elsewhere:
+        url = client.make_url("/v1/orders")
+        assert (await elsewhere.get(url, headers=_bearer(second))).status == 200
+        assert (await elsewhere.get(url, headers=_bearer(second))).status == 429
+    # Another user is counted apart.
+    other = await client.get("/v1/orders", headers=_bearer(token_issuer.issue("rl-other-sub")))
+    assert other.status == 200
+
+
 async def test_anonymous_requests_are_counted_per_client_address(
     fakes, gateways, token_issuer: TokenIssuer
 ) -> None:
