@@ -12,7 +12,7 @@ from bazaar.shared.auth import TokenVerifier
 from bazaar.shared.bodylimit import BodyLimitMiddleware
 from bazaar.shared.db import Database, PoolSettings
 from bazaar.shared.errors import ErrorMap, UnhandledErrorMiddleware, install_problem_handlers
-from bazaar.shared.health import ops_router
+from bazaar.shared.health import QUIET_PATHS, ops_router
 from bazaar.shared.idempotency import IdempotencyStore
 from bazaar.shared.messaging import Messaging, Subscription, messaging_settings
 from bazaar.shared.metrics import HttpMetrics
@@ -26,7 +26,6 @@ from bazaar.shared.telemetry import instrument_app, setup_tracing
 PURGE_INTERVAL_SECONDS = 3600.0
 
 ServiceLifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
-QUIET_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 #: Verified bearer tokens each service remembers (until expiry, at most a minute).
 VERIFIED_TOKEN_CACHE_SIZE = 10_000
 

@@ -32,6 +32,11 @@ class PoolSettings:
     connect_timeout: float = 5.0
 
 
+def rows_affected(status: str) -> int:
+    """The row count of a command status such as `DELETE 42`."""
+    return int(status.rsplit(" ", 1)[-1])
+
+
 async def use_json_codecs(conn: asyncpg.Connection) -> None:
     """Read and write json/jsonb as Python values on this connection."""
     for typename in ("json", "jsonb"):

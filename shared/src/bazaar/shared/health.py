@@ -12,6 +12,9 @@ from starlette.responses import JSONResponse, Response
 from bazaar.shared.errors import problem_response
 from bazaar.shared.problem import Problem
 
+#: Probes and scrapes: neither logged per request nor traced (they would drown real traffic).
+QUIET_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+
 ReadinessCheck = Callable[[], Awaitable[bool]]
 READINESS_TIMEOUT = 2.0
 

@@ -45,12 +45,6 @@ class ProblemError(Exception):
         self.extensions = dict(extensions or {})
 
 
-class BadRequest(ProblemError):
-    """The request is malformed in a way validation did not catch."""
-
-    status, slug, title = 400, "bad-request", "Bad Request"
-
-
 class Unauthorized(ProblemError):
     """No valid credentials were presented."""
 

@@ -32,6 +32,8 @@ class ProcessSettings(BaseSettings):
 
     #: The service's name, used in logs, metrics, traces and event sources.
     service_name: ClassVar[str] = "bazaar"
+    #: Whether the JWKS is fetched over the network (auth reads its own keys in-process).
+    fetches_jwks: ClassVar[bool] = True
 
     environment: Literal["development", "test", "production"] = "development"
     version: str = "0.1.0"
@@ -68,8 +70,10 @@ class ProcessSettings(BaseSettings):
         for name, value in self:
             if isinstance(value, SecretStr) and is_development_secret(value):
                 bad.append(name)
-        if not self.jwt_jwks_url.startswith("https://") and not _is_cluster_local(
-            self.jwt_jwks_url
+        if (
+            self.fetches_jwks
+            and not self.jwt_jwks_url.startswith("https://")
+            and not _is_cluster_local(self.jwt_jwks_url)
         ):
             bad.append("jwt_jwks_url (must be https or cluster-local)")
         return bad

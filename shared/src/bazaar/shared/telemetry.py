@@ -17,11 +17,12 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
+from bazaar.shared.health import QUIET_PATHS
+
 _lock = threading.Lock()
 _provider: TracerProvider | None = None
 
-#: Paths whose requests are not traced (probes and scrapes would drown real traffic).
-UNTRACED_PATHS = "healthz,readyz,metrics"
+UNTRACED_PATHS = ",".join(path.lstrip("/") for path in sorted(QUIET_PATHS))
 
 
 def setup_tracing(service: str, version: str, otlp_endpoint: str | None) -> TracerProvider:

@@ -31,6 +31,8 @@ class AuthSettings(ServiceSettings):
     database_url: SecretStr = SecretStr("postgresql://postgres@127.0.0.1:5432/bazaar_auth")
     # Auth verifies its own tokens through its own JWKS endpoint, in-process.
     jwt_jwks_url: str = "http://auth.internal/.well-known/jwks.json"
+    # Auth reads its own JWKS in-process (app.SELF_BASE_URL), never over the network.
+    fetches_jwks: ClassVar[bool] = False
 
     access_token_ttl_seconds: int = Field(default=900, ge=60, le=3600)
     refresh_token_ttl_seconds: int = Field(default=30 * 24 * 3600, ge=3600)
@@ -70,9 +72,8 @@ class AuthSettings(ServiceSettings):
     login_delay_max_seconds: int = Field(default=900, ge=1)
 
     def insecure_values(self) -> list[str]:
-        """Also refuse development client secrets; the JWKS URL is never fetched remotely."""
-        # Auth reads its own JWKS in-process (app.SELF_BASE_URL), never over the network.
-        bad = [b for b in super().insecure_values() if not b.startswith("jwt_jwks_url")]
+        """Also refuse development client secrets and a weak key passphrase."""
+        bad = super().insecure_values()
         bad += [
             f"clients[{c.client_id}].secret"
             for c in self.clients

@@ -8,9 +8,6 @@ same DDL as plain statements for anyone who prefers them.
 
 from __future__ import annotations
 
-TABLE = "idempotency_key"
-SCOPE_CONSTRAINT = "idempotency_key_scope_key"
-
 _CREATE_TABLE = """\
 CREATE TABLE idempotency_key (
     id               uuid        PRIMARY KEY DEFAULT gen_random_uuid(),

@@ -31,7 +31,7 @@ from typing import Any
 
 import asyncpg
 
-from bazaar.shared.db import Database
+from bazaar.shared.db import Database, rows_affected
 from bazaar.shared.idempotency.errors import (
     IdempotencyKeyInUse,
     IdempotencyKeyMismatch,
@@ -171,7 +171,7 @@ class IdempotencyStore:
         async with self._db.connection() as conn:
             while True:
                 status: str = await conn.execute(PURGE_EXPIRED_SQL, batch_size)
-                deleted = int(status.rsplit(" ", 1)[-1])
+                deleted = rows_affected(status)
                 total += deleted
                 if deleted < batch_size:
                     return total

@@ -45,6 +45,10 @@ class Subscription:
     events: tuple[str, ...]
     handle: Handler
 
+    def queue_name(self, service: str) -> str:
+        """The durable queue of this consumer in `service`."""
+        return f"{service}.{self.name}"
+
 
 @dataclass(frozen=True, slots=True)
 class ConsumerSettings:
@@ -70,7 +74,7 @@ class Consumer:
         settings: ConsumerSettings | None = None,
     ) -> None:
         self.subscription = subscription
-        self.names = QueueNames(f"{service}.{subscription.name}")
+        self.names = QueueNames(subscription.queue_name(service))
         self.db = db
         self.broker = broker
         self.metrics = metrics

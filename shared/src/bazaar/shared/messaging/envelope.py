@@ -19,7 +19,6 @@ PARKED_REASON_HEADER = "x-bazaar-parked-reason"
 PARKED_FROM_HEADER = "x-bazaar-parked-from"
 PARKED_AT_HEADER = "x-bazaar-parked-at"
 #: The W3C trace context, per the CloudEvents AMQP binding of the distributed-tracing extension.
-TRACEPARENT_HEADER = "traceparent"
 
 
 class MalformedEvent(ValueError):

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncpg
 
+from bazaar.shared.db import rows_affected
+
 #: The inbox DDL as separate statements (Alembic's asyncpg driver runs one at a time).
 PROCESSED_MESSAGE_DDL: tuple[str, ...] = (
     """
@@ -36,4 +38,4 @@ async def claim_message(conn: asyncpg.Connection, consumer: str, message_id: str
 async def prune_processed(conn: asyncpg.Connection, older_than_seconds: float) -> int:
     """Forget applied ids older than the retention (far beyond any redelivery); return how many."""
     status: str = await conn.execute(PRUNE, older_than_seconds)
-    return int(status.rsplit(" ", 1)[-1])
+    return rows_affected(status)

@@ -58,7 +58,7 @@ def run_parked(
     if url is None:
         sys.stderr.write(f"{service}: no broker configured (amqp_url)\n")
         return 2
-    queues = [f"{service}.{s.name}" for s in subscriptions]
+    queues = [s.queue_name(service) for s in subscriptions]
     if args.consumer:
         if args.consumer not in queues:
             sys.stderr.write(f"{service}: no consumer {args.consumer!r}; have {queues}\n")

@@ -16,6 +16,7 @@ from bazaar.shared.messaging.envelope import (
     PARKED_AT_HEADER,
     PARKED_FROM_HEADER,
     PARKED_REASON_HEADER,
+    attempts_of,
     copy_with_headers,
 )
 from bazaar.shared.messaging.topology import QueueNames
@@ -85,13 +86,12 @@ class ParkedMessage:
 
 def _parked(message: AbstractIncomingMessage) -> ParkedMessage:
     headers = message.headers or {}
-    attempts = headers.get(ATTEMPTS_HEADER, 0)
     return ParkedMessage(
         message_id=message.message_id,
         type=message.type,
         reason=str(headers.get(PARKED_REASON_HEADER, "")),
         parked_at=str(headers.get(PARKED_AT_HEADER, "")),
-        attempts=attempts if isinstance(attempts, int) else 0,
+        attempts=attempts_of(message),
         body=message.body.decode("utf-8", errors="replace"),
     )
 

@@ -14,7 +14,7 @@ from typing import Any
 import asyncpg
 from aio_pika.abc import AbstractExchange
 
-from bazaar.shared.db import Database
+from bazaar.shared.db import Database, rows_affected
 from bazaar.shared.messaging.connection import Broker
 from bazaar.shared.messaging.envelope import encode_event
 from bazaar.shared.messaging.metrics import MessagingMetrics
@@ -261,7 +261,7 @@ class OutboxRelay:
         """Delete rows published longer ago than the retention; return how many."""
         async with self.db.connection() as conn:
             status: str = await conn.execute(PRUNE_PUBLISHED, retention_seconds)
-        return int(status.rsplit(" ", 1)[-1])
+        return rows_affected(status)
 
     def _on_notify(self, *_args: object) -> None:
         self._wake.set()
