@@ -10,6 +10,7 @@ import asyncpg
 
 from bazaar.auth.domain.model import RefreshToken, ServiceClient
 from bazaar.auth.domain.throttle import FAILURE_MEMORY
+from bazaar.shared.db import rows_affected
 
 SELECT_CLIENT = "SELECT client_id, secret_hash, scopes FROM service_client WHERE client_id = $1"
 
@@ -141,7 +142,7 @@ class RefreshTokenRepository:
     async def purge_expired(self, margin: timedelta) -> int:
         """Delete tokens expired more than `margin` ago; return how many."""
         status: str = await self.conn.execute(PURGE_REFRESH, margin)
-        return int(status.split()[-1])
+        return rows_affected(status)
 
 
 class LoginThrottle:
@@ -166,4 +167,4 @@ class LoginThrottle:
     async def purge(self) -> int:
         """Delete rows of accounts with no recent failure and no block; return how many."""
         status: str = await self.conn.execute(PURGE_THROTTLE, FAILURE_MEMORY)
-        return int(status.split()[-1])
+        return rows_affected(status)

@@ -188,11 +188,6 @@ class KeyRing:
         async with self._db.connection() as conn:
             return await KeyRepository(conn).all()
 
-    async def aclose(self) -> None:
-        """Forget the decrypted keys and the cached key set."""
-        self._private.clear()
-        self._records, self._loaded_at = [], None
-
     async def _add(self, keys: KeyRepository, now: datetime, *, activates_at: datetime) -> NewKey:
         key = await asyncio.to_thread(generate_key, self._settings.signing_alg, self._passphrase)
         await keys.add(

@@ -14,6 +14,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 
 from bazaar.auth.domain.keys import KeyRecord
+from bazaar.shared.db import rows_affected
 
 #: The advisory lock that serializes key creation and rotation across replicas
 #: (an arbitrary constant: the bytes of "bzkeys" read as an integer).
@@ -148,4 +149,4 @@ class KeyRepository:
     async def delete_unpublished_before(self, moment: datetime) -> int:
         """Delete the keys that left the JWKS before `moment`; return how many."""
         status = await self.conn.execute(DELETE_UNPUBLISHED_BEFORE, moment)
-        return int(status.split()[-1])
+        return rows_affected(status)

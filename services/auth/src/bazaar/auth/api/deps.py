@@ -10,7 +10,7 @@ from bazaar.auth.adapters.passwords import Argon2Passwords
 from bazaar.auth.adapters.uow import SqlUnitsOfWork
 from bazaar.auth.service.ports import Signer
 from bazaar.auth.service.tokens import TokenPolicy
-from bazaar.shared.auth import Principal, authenticated, require_scopes
+from bazaar.shared.auth import Principal, require_scopes
 
 
 async def _uows(request: Request) -> SqlUnitsOfWork:
@@ -36,5 +36,4 @@ Uows = Annotated[SqlUnitsOfWork, Depends(_uows)]
 PasswordsDep = Annotated[Argon2Passwords, Depends(_passwords)]
 SignerDep = Annotated[Signer, Depends(_signer)]
 Policy = Annotated[TokenPolicy, Depends(_policy)]
-Caller = Annotated[Principal, Depends(authenticated)]
 UserAdmin = Annotated[Principal, Depends(require_scopes("users:admin"))]

@@ -7,11 +7,12 @@ from uuid import UUID
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from bazaar.auth.api.deps import Caller, PasswordsDep, Policy, Uows, UserAdmin
+from bazaar.auth.api.deps import PasswordsDep, Policy, Uows, UserAdmin
 from bazaar.auth.api.schemas import RolesUpdate, UserCreate, UserRead
 from bazaar.auth.domain.model import NewUser
 from bazaar.auth.domain.scopes import DEFAULT_ROLES
 from bazaar.auth.service import users as use
+from bazaar.shared.auth import Caller
 from bazaar.shared.openapi import problem_responses
 from bazaar.shared.pagination import Page, Pagination
 

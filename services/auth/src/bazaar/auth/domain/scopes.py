@@ -22,7 +22,6 @@ ROLE_SCOPES: dict[str, frozenset[str]] = {
     "customer": frozenset({"catalog:read", "orders:read", "orders:write"}),
     "admin": frozenset(USER_SCOPES),
 }
-ROLES = tuple(ROLE_SCOPES)
 DEFAULT_ROLES = ("customer",)
 
 
