@@ -10,7 +10,14 @@ import pytest
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from bazaar.shared.auth import Caller, Principal, TokenVerifier, VerifierSettings, require_scopes
+from bazaar.shared.auth import (
+    Caller,
+    Principal,
+    TokenVerifier,
+    VerifierSettings,
+    require_any_scope,
+    require_scopes,
+)
 from bazaar.shared.problem import PROBLEM_CONTENT_TYPE, ProblemError, problem_from_exception
 from bazaar.shared.testing.tokens import TokenIssuer
 
@@ -42,6 +49,13 @@ def make_app(verifier: TokenVerifier) -> FastAPI:
         caller: Annotated[Principal, Depends(require_scopes("catalog:read", "catalog:write"))],
     ) -> dict[str, str]:
         """Create a product."""
+        return {"subject": caller.subject}
+
+    @app.post("/orders/cancel")
+    async def cancel(
+        caller: Annotated[Principal, Depends(require_any_scope("orders:write", "orders:admin"))],
+    ) -> dict[str, str]:
+        """Cancel an order."""
         return {"subject": caller.subject}
 
     return app
@@ -157,3 +171,29 @@ async def test_the_openapi_document_declares_the_bearer_scheme_on_protected_rout
     assert {"bearerAuth": ["catalog:read", "catalog:write"]} in (
         document["paths"]["/products"]["post"]["security"]
     )
+
+
+@pytest.mark.parametrize("scopes", [["orders:write"], ["orders:admin"], ["orders:write", "x"]])
+async def test_any_one_of_the_scopes_lets_the_caller_in(
+    client: httpx.AsyncClient, token_issuer: TokenIssuer, scopes: list[str]
+) -> None:
+    response = await client.post("/orders/cancel", headers=bearer(token_issuer.issue("u", scopes)))
+    assert response.status_code == 200
+
+
+async def test_none_of_the_scopes_is_403_insufficient_scope(
+    client: httpx.AsyncClient, token_issuer: TokenIssuer
+) -> None:
+    token = token_issuer.issue("u", ["orders:read"])
+    response = await client.post("/orders/cancel", headers=bearer(token))
+    assert response.status_code == 403
+    assert response.json()["type"].endswith("/forbidden")
+    assert response.headers["www-authenticate"] == (
+        'Bearer error="insufficient_scope", scope="orders:write"'
+    )
+
+
+async def test_any_scope_still_needs_a_token(client: httpx.AsyncClient) -> None:
+    response = await client.post("/orders/cancel")
+    assert response.status_code == 401
+    assert response.headers["www-authenticate"] == "Bearer"

@@ -52,5 +52,23 @@ def require_scopes(*scopes: str) -> Callable[..., Awaitable[Principal]]:
     return scoped_caller
 
 
+def require_any_scope(*scopes: str) -> Callable[..., Awaitable[Principal]]:
+    """Build a dependency that authenticates the caller and demands one of the given scopes."""
+    wanted = " ".join(scopes)
+    challenge = f'Bearer error="insufficient_scope", scope="{scopes[0]}"'
+
+    async def scoped_caller(
+        principal: Annotated[Principal, Security(authenticated, scopes=list(scopes))],
+    ) -> Principal:
+        if not any(principal.has_scopes(scope) for scope in scopes):
+            raise Forbidden(
+                f"This requires one of the scopes: {wanted}.",
+                headers={"WWW-Authenticate": challenge},
+            )
+        return principal
+
+    return scoped_caller
+
+
 #: A route parameter for "any authenticated caller".
 Caller = Annotated[Principal, Depends(authenticated)]

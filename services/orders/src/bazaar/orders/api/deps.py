@@ -8,23 +8,12 @@ from fastapi import Depends, Request
 
 from bazaar.orders.adapters.uow import SqlTransactions
 from bazaar.orders.service.ports import Catalog
-from bazaar.shared.auth import Caller, Principal, require_scopes
-from bazaar.shared.problem import Forbidden
+from bazaar.shared.auth import Principal, require_any_scope, require_scopes
 
 ADMIN_SCOPE = "orders:admin"
 
 Reader = Annotated[Principal, Depends(require_scopes("orders:read"))]
 Writer = Annotated[Principal, Depends(require_scopes("orders:write"))]
-
-
-async def canceller(caller: Caller) -> Principal:
-    """A caller who may cancel: its own orders with orders:write, any with orders:admin."""
-    if not (caller.has_scopes("orders:write") or caller.has_scopes(ADMIN_SCOPE)):
-        raise Forbidden(
-            "This requires the scope orders:write (own orders) or orders:admin.",
-            headers={"WWW-Authenticate": 'Bearer error="insufficient_scope", scope="orders:write"'},
-        )
-    return caller
 
 
 def viewer_of(caller: Principal) -> str | None:
@@ -44,6 +33,7 @@ async def transactions(request: Request) -> SqlTransactions:
     return txs
 
 
-Canceller = Annotated[Principal, Depends(canceller)]
+#: Cancel: its own orders with orders:write, any order with orders:admin.
+Canceller = Annotated[Principal, Depends(require_any_scope("orders:write", ADMIN_SCOPE))]
 CatalogDep = Annotated[Catalog, Depends(catalog)]
 TransactionsDep = Annotated[SqlTransactions, Depends(transactions)]
