@@ -57,7 +57,7 @@ class FakeProducts:
     async def lock_live(self, product_ids: Iterable[UUID]) -> dict[UUID, Product]:
         return {pid: self.rows[pid] for pid in product_ids if pid in self.rows}
 
-    async def adjust_stock(self, deltas: Mapping[UUID, int]) -> None:
+    async def adjust_stock(self, deltas: Mapping[UUID, int], *, locked: bool = False) -> None:
         for pid, delta in deltas.items():
             product = self.rows[pid]
             assert product.stock + delta >= 0, "stock would go below zero"

@@ -152,8 +152,13 @@ class ProductRepository:
         rows = await self.conn.fetch(LOCK_PRODUCTS, sorted(set(product_ids)))
         return {row["id"]: _product(row) for row in rows}
 
-    async def adjust_stock(self, deltas: Mapping[UUID, int]) -> None:
-        """Add each delta to its product's stock (the CHECK keeps stock from going negative)."""
+    async def adjust_stock(self, deltas: Mapping[UUID, int], *, locked: bool = False) -> None:
+        """Add each delta to its product's stock (the CHECK keeps stock from going negative).
+
+        The rows are locked in id order first (no deadlock between two adjustments) unless
+        the caller says it already holds those locks.
+        """
         ids: Sequence[UUID] = sorted(deltas)
-        await self.conn.execute(LOCK_PRODUCTS_ANY_STATE, ids)
+        if not locked:
+            await self.conn.execute(LOCK_PRODUCTS_ANY_STATE, ids)
         await self.conn.execute(ADJUST_STOCK, ids, [deltas[i] for i in ids])

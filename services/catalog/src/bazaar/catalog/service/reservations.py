@@ -45,7 +45,10 @@ async def reserve_stock(
     reservation = Reservation(
         id=uuid.uuid4(), order_id=order_id, lines=reserve_lines(lines, products)
     )
-    await uow.products.adjust_stock({line.product_id: -line.quantity for line in lines})
+    # lock_live above holds these rows' locks already.
+    await uow.products.adjust_stock(
+        {line.product_id: -line.quantity for line in lines}, locked=True
+    )
     await uow.reservations.add(reservation)
     await uow.events.add(
         "catalog.stock.reserved",
