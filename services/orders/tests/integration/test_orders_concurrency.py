@@ -21,9 +21,15 @@ def orders_settings(orders_settings: OrdersSettings) -> OrdersSettings:
     Catalog serialises reservations of one product on its row lock, a commit each: sixty of
     them take about two seconds here, far past the suite's 0.5 s read timeout. These races
     are about stock and keys; the race under short timeouts is in test_orders_outage_race.
+    Sixty connections opened at once on a loaded machine can also take longer than the
+    suite's 0.5 s connect timeout (seen once under `make test`): that is given time too.
     """
     return orders_settings.model_copy(
-        update={"catalog_read_timeout_seconds": 10.0, "catalog_deadline_seconds": 20.0}
+        update={
+            "catalog_connect_timeout_seconds": 5.0,
+            "catalog_read_timeout_seconds": 10.0,
+            "catalog_deadline_seconds": 20.0,
+        }
     )
 
 
