@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import re
 from collections.abc import AsyncIterator
 from typing import Any, ClassVar
 
+import asyncpg
 import httpx
 import pytest
 import pytest_asyncio
@@ -16,11 +19,13 @@ from pydantic_settings import SettingsConfigDict
 
 from bazaar.shared.app import create_service_app
 from bazaar.shared.auth import VerifierSettings
+from bazaar.shared.dbfailure import DatabaseBusy
 from bazaar.shared.problem import PROBLEM_CONTENT_TYPE, ProblemError, ProblemSpec
 from bazaar.shared.settings import ServiceSettings
 from bazaar.shared.testing.asgi import serve_in_process
 from bazaar.shared.testing.postgres import DatabaseFactory
 from bazaar.shared.tracecontext import current_request_id, current_span_id, current_trace_id
+from bazaar.shared.version import UNKNOWN_VERSION
 
 HEX32 = re.compile(r"^[0-9a-f]{32}$")
 VALID_REQUEST_ID = re.compile(r"^[\x21-\x7e]{1,128}$")
@@ -58,7 +63,14 @@ class SignUp(BaseModel):
     age: int
 
 
-ERROR_MAP = {WidgetLocked: ProblemSpec(409, "widget-locked", "Widget Locked")}
+class WarehouseDown(Exception):
+    """A domain error mapped to 503 through the error map."""
+
+
+ERROR_MAP = {
+    WidgetLocked: ProblemSpec(409, "widget-locked", "Widget Locked"),
+    WarehouseDown: ProblemSpec(503, "service-unavailable", "Service Unavailable"),
+}
 
 router = APIRouter()
 
@@ -93,10 +105,40 @@ async def sign_up(body: SignUp) -> dict[str, str]:
     return {"username": body.username}
 
 
+@router.get("/warehouse")
+async def warehouse() -> dict[str, str]:
+    """Fail with a domain error mapped to 503."""
+    raise WarehouseDown("The warehouse is down.")
+
+
+@router.get("/deadlock")
+async def deadlock() -> dict[str, str]:
+    """Fail with a deadlock that escaped every retry."""
+    raise asyncpg.DeadlockDetectedError("deadlock detected")
+
+
 @router.get("/boom")
 async def boom() -> dict[str, str]:
     """Fail unexpectedly with internals in the message."""
     raise RuntimeError(SECRET_MESSAGE)
+
+
+@router.get("/missing-file")
+async def missing_file() -> dict[str, str]:
+    """Fail with a local OSError: a code or configuration bug, not an outage."""
+    raise FileNotFoundError(2, "No such file or directory", "/etc/bazaar/widget.pem")
+
+
+@router.get("/busy-in-a-group")
+async def busy_in_a_group() -> dict[str, str]:
+    """Fail inside a TaskGroup with no database connection to be had."""
+
+    async def need_database() -> None:
+        raise DatabaseBusy()
+
+    async with asyncio.TaskGroup() as group:
+        group.create_task(need_database())
+    return {}
 
 
 @router.get("/context")
@@ -197,6 +239,23 @@ async def test_a_problem_error_passes_its_own_status_and_headers(
     assert response.headers["Retry-After"] == "7"
 
 
+async def test_a_503_from_the_error_map_carries_retry_after(client: httpx.AsyncClient) -> None:
+    response = await client.get("/warehouse")
+
+    assert_problem(response, 503, "service-unavailable")
+    assert response.headers["Retry-After"] == "1"
+
+
+async def test_a_deadlock_escaping_a_route_is_a_503_with_retry_after_not_a_500(
+    client: httpx.AsyncClient,
+) -> None:
+    response = await client.get("/deadlock")
+
+    body = assert_problem(response, 503, "service-unavailable")
+    assert response.headers["Retry-After"] == "1"
+    assert "deadlock" not in body["detail"]
+
+
 async def test_a_validation_error_lists_each_failure_without_echoing_the_input(
     client: httpx.AsyncClient,
 ) -> None:
@@ -256,6 +315,64 @@ async def test_an_unexpected_exception_is_a_500_problem_without_internals(
     assert "RuntimeError" not in response.text
     assert "Traceback" not in body["detail"]
     assert response.headers["X-Request-ID"] == "boom-1"
+
+
+async def test_a_missing_file_in_a_route_is_a_500_with_its_traceback_logged_not_an_outage(
+    client: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.WARNING):
+        response = await client.get("/missing-file")
+
+    assert_problem(response, 500, "internal-error")
+    assert "Retry-After" not in response.headers
+    assert "widget.pem" not in response.text
+    logged = [r for r in caplog.records if r.exc_info and r.exc_info[0] is FileNotFoundError]
+    assert logged, "the bug's traceback is logged"
+    assert not [r for r in caplog.records if "dependency unavailable" in r.getMessage()]
+
+
+async def test_a_busy_database_inside_a_task_group_is_a_503_with_retry_after(
+    client: httpx.AsyncClient,
+) -> None:
+    response = await client.get("/busy-in-a-group")
+
+    assert_problem(response, 503, "service-unavailable")
+    assert response.headers["Retry-After"] == "1"
+
+
+async def test_an_oversized_body_is_a_413_with_the_request_and_trace_ids_and_is_counted(
+    verifier_settings: VerifierSettings, database_url: str
+) -> None:
+    app = make_app(make_settings(verifier_settings, database_url, max_body_bytes=2048))
+    traceparent = f"00-{INCOMING_TRACE_ID}-{INCOMING_PARENT_ID}-01"
+    ids = {"X-Request-ID": "big-1", "traceparent": traceparent}
+    big = {"username": "x" * 4096, "password": "p" * 12, "age": 1}
+
+    async def streamed() -> AsyncIterator[bytes]:
+        yield b'{"username": "'
+        for _ in range(4):
+            yield b"y" * 1024
+        yield b'", "password": "pppppppppppp", "age": 1}'
+
+    async with serve_in_process(app) as client:
+        declared = await client.post("/signups", json=big, headers=ids)
+        chunked = await client.post(
+            "/signups", content=streamed(), headers={**ids, "content-type": "application/json"}
+        )
+        served = await client.post("/signups", json={**big, "username": "abc"})
+        metrics = (await client.get("/metrics")).text
+
+    for response in (declared, chunked):
+        body = assert_problem(response, 413, "payload-too-large")
+        assert body["trace_id"] == INCOMING_TRACE_ID
+        assert response.headers["X-Request-ID"] == "big-1"
+        assert response.headers["X-Trace-Id"] == INCOMING_TRACE_ID
+    assert declared.headers["Connection"] == "close"
+    assert served.status_code == 201
+    # Refused unread before routing (its route unknown), or cut off while the route read it.
+    for route in ("unmatched", "/signups"):
+        labels = f'http_request_method="POST",http_response_status_code="413",http_route="{route}"'
+        assert f"http_server_request_duration_seconds_count{{{labels}}} 1.0" in metrics
 
 
 # --- request id -----------------------------------------------------------------------------
@@ -380,7 +497,7 @@ async def test_readyz_answers_503_problem_when_the_database_is_unreachable(
     assert "pw" not in body["detail"]
 
 
-async def test_metrics_count_requests_by_route_template_and_status(
+async def test_metrics_time_requests_by_method_route_template_and_status(
     client: httpx.AsyncClient,
 ) -> None:
     await client.get("/items/raw-id-abc")
@@ -395,23 +512,39 @@ async def test_metrics_count_requests_by_route_template_and_status(
     assert response.headers["content-type"].startswith("text/plain")
     assert "raw-id" not in response.text
     assert "raw-path" not in response.text
+    samples = [s for f in text_string_to_metric_families(response.text) for s in f.samples]
+    # OpenTelemetry's names: the histogram's count is the request count (no counter besides).
     counts = {
-        (s.labels["method"], s.labels["route"], s.labels["status"]): s.value
-        for family in text_string_to_metric_families(response.text)
-        for s in family.samples
-        if s.name == "http_server_requests_total"
+        (
+            s.labels["http_request_method"],
+            s.labels["http_route"],
+            s.labels["http_response_status_code"],
+        ): s.value
+        for s in samples
+        if s.name == "http_server_request_duration_seconds_count"
     }
     assert counts[("GET", "/items/{item_id}", "200")] == 2
     assert counts[("POST", "/items/{item_id}/lock", "409")] == 1
     assert counts[("GET", "/boom", "500")] == 1
-    assert "http_server_request_duration_seconds_bucket" in response.text
+    assert counts[("GET", "unmatched", "404")] == 1
+    names = {s.name for s in samples}
+    assert {"http_server_request_duration_seconds_bucket", "http_server_active_requests"} <= names
+    assert not names & {"http_server_requests_total", "http_server_requests_in_flight"}
 
 
-async def test_version_names_the_service_and_its_version(client: httpx.AsyncClient) -> None:
+async def test_version_names_the_service_and_its_installed_version(
+    client: httpx.AsyncClient,
+) -> None:
     response = await client.get("/version")
 
+    # The version comes from the installed package's metadata, never from a setting (9.8.7
+    # here): a service with no installed distribution says so.
     assert response.status_code == 200
-    assert response.json() == {"service": "widgets", "version": "9.8.7", "environment": "test"}
+    assert response.json() == {
+        "service": "widgets",
+        "version": UNKNOWN_VERSION,
+        "environment": "test",
+    }
 
 
 async def test_ops_routes_stay_out_of_the_openapi_document(client: httpx.AsyncClient) -> None:
@@ -420,7 +553,7 @@ async def test_ops_routes_stay_out_of_the_openapi_document(client: httpx.AsyncCl
     assert response.status_code == 200
     document = response.json()
     assert document["info"]["title"] == "Widgets"
-    assert document["info"]["version"] == "9.8.7"
+    assert document["info"]["version"] == UNKNOWN_VERSION
     paths = set(document["paths"])
     assert "/items/{item_id}" in paths
     assert paths.isdisjoint({"/healthz", "/readyz", "/metrics", "/version"})

@@ -9,8 +9,9 @@ import pytest_asyncio
 from fastapi import FastAPI, Request
 from pydantic import BaseModel
 
-from bazaar.shared.bodylimit import BodyLimitMiddleware
 from bazaar.shared.errors import install_problem_handlers
+from bazaar.shared.metrics import HttpMetrics
+from bazaar.shared.middleware import ServiceMiddleware
 
 LIMIT = 2048
 
@@ -23,7 +24,7 @@ class Note(BaseModel):
 async def client() -> AsyncIterator[httpx.AsyncClient]:
     app = FastAPI()
     install_problem_handlers(app, {})
-    app.add_middleware(BodyLimitMiddleware, max_bytes=LIMIT)
+    app.add_middleware(ServiceMiddleware, metrics=HttpMetrics("test"), max_bytes=LIMIT)
     seen: list[int] = []
     app.state.seen = seen
 

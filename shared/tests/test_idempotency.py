@@ -317,25 +317,54 @@ async def test_a_stale_in_flight_claim_is_taken_over_and_the_slow_worker_rolls_b
     assert (await run(store, Recorder().writes("later"))).response.body == {"by": "retry"}
 
 
-async def test_the_in_flight_timeout_decides_when_a_claim_counts_as_stale(
+async def test_a_claim_whose_worker_is_gone_is_taken_over_once_its_lease_runs_out(
     db: Database,
 ) -> None:
-    store = IdempotencyStore(db, in_flight_timeout=timedelta(milliseconds=200))
+    store = IdempotencyStore(db, in_flight_timeout=timedelta(seconds=1))
+    async with db.connection() as conn:  # what a replica that crashed mid-request leaves
+        await conn.execute(
+            "INSERT INTO idempotency_key (principal, method, route, key, fingerprint, status,"
+            " locked_at, expires_at) VALUES ($1, $2, $3, 'key-1', $4, 'in_flight', now(),"
+            " now() + interval '1 day')",
+            SCOPE.principal,
+            SCOPE.method,
+            SCOPE.route,
+            FINGERPRINT,
+        )
+
+    with pytest.raises(IdempotencyKeyInUse):  # its lease still runs
+        await run(store, Recorder().writes("too-early"))
+    await asyncio.sleep(1.5)
+    assert (await run(store, Recorder().writes("retry"))).replayed is False  # ran out
+
+    assert await effects(db) == ["retry"]
+
+
+async def test_a_request_in_flight_longer_than_its_lease_keeps_the_key_until_it_answers(
+    db: Database,
+) -> None:
+    store = IdempotencyStore(db, in_flight_timeout=timedelta(seconds=1))
     slow = Gate("slow")
     slow_task = asyncio.create_task(run(store, slow.operation))
     async with asyncio.timeout(WAIT):
         await slow.started.wait()
 
-    with pytest.raises(IdempotencyKeyInUse):  # still young
-        await run(store, Recorder().writes("too-early"))
-    await asyncio.sleep(0.3)
-    assert (await run(store, Recorder().writes("retry"))).replayed is False  # now stale
-
-    slow.release.set()
-    with pytest.raises(IdempotencyKeyInUse):
+    refused = 0
+    try:
+        for _ in range(8):  # four leases long: the running request renews its claim
+            with pytest.raises(IdempotencyKeyInUse):
+                await run(store, Recorder().writes("too-early"))
+            refused += 1
+            await asyncio.sleep(0.5)
+    finally:
+        slow.release.set()
         async with asyncio.timeout(WAIT):
-            await slow_task
-    assert await effects(db) == ["retry"]
+            first = await slow_task
+
+    assert refused == 8
+    assert first == Outcome(CREATED, replayed=False)
+    assert await run(store, Recorder().writes("replay")) == Outcome(CREATED, replayed=True)
+    assert await effects(db) == ["slow"]
 
 
 async def test_an_expired_key_is_ignored_and_claimed_afresh(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import io
 import json
 import logging
@@ -12,9 +13,10 @@ from typing import Any
 
 import pytest
 
-from bazaar.shared.logging import JsonFormatter
+from bazaar.shared.logging import JsonFormatter, configure_logging, utc_time
 from bazaar.shared.telemetry import setup_tracing
 from bazaar.shared.tracecontext import request_id_var
+from bazaar.shared.version import service_version
 
 FIELDS = {
     "time",
@@ -155,6 +157,15 @@ def test_extra_fields_are_logged_and_secret_ones_redacted(capture: Capture) -> N
     assert BEARER_TOKEN not in capture.text
 
 
+def test_an_empty_extra_field_name_is_logged_and_private_ones_are_not(capture: Capture) -> None:
+    capture.logger.info("odd fields", extra={"": "empty name", "_private": "internal"})
+
+    [entry] = capture.entries()
+
+    assert entry[""] == "empty name"
+    assert "_private" not in entry
+
+
 @pytest.mark.parametrize(
     "message",
     [
@@ -188,3 +199,34 @@ def test_a_bearer_token_inside_a_logged_exception_is_redacted(capture: Capture) 
 
     assert "PermissionError" in entry["exception"]
     assert BEARER_TOKEN not in capture.text
+
+
+@pytest.mark.parametrize(
+    "created",
+    [0.0, 1_765_000_000.0, 1_765_000_000.0005, 1_765_000_000.9995, 1_765_000_000.9999996, 1.5e9],
+)
+def test_the_time_is_written_as_datetime_writes_it_in_utc_with_milliseconds(
+    created: float,
+) -> None:
+    expected = datetime.fromtimestamp(created, UTC).isoformat(timespec="milliseconds")
+    assert utc_time(created) == expected
+
+
+def test_configured_logs_carry_the_installed_version_of_the_service(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    root, access = logging.getLogger(), logging.getLogger("uvicorn.access")
+    handlers, level, disabled = root.handlers[:], root.level, access.disabled
+    try:
+        configure_logging("gateway", "INFO")
+        logging.getLogger("bazaar.test.version").warning("which version?")
+        [line] = capsys.readouterr().out.splitlines()
+    finally:
+        root.handlers[:], access.disabled = handlers, disabled
+        root.setLevel(level)
+
+    entry = json.loads(line)
+    assert entry["service"] == "gateway"
+    # The same function as /version and bazaar_build_info: the package metadata's version.
+    assert entry["version"] == importlib.metadata.version("bazaar-gateway")
+    assert entry["version"] == service_version("gateway")

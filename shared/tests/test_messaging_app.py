@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Iterator
 from typing import Any, ClassVar
 
 import asyncpg
+import pytest
 import pytest_asyncio
 from fastapi import APIRouter, FastAPI, Request
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -16,6 +18,7 @@ from pydantic import SecretStr
 
 from bazaar.shared.app import create_service_app
 from bazaar.shared.messaging import PROCESSED_MESSAGE_DDL, Subscription
+from bazaar.shared.middleware import ServiceMiddleware
 from bazaar.shared.outbox import OUTBOX_DDL, add_event
 from bazaar.shared.settings import ServiceSettings
 from bazaar.shared.telemetry import setup_tracing
@@ -79,11 +82,26 @@ def gadget_app(database_url: str, amqp_url: str | None) -> FastAPI:
     )
 
 
-async def test_one_trace_runs_from_the_request_through_the_relay_to_the_consumer(
-    database_url: str, amqp_url: str
-) -> None:
+@pytest.fixture
+def exporter() -> Iterator[InMemorySpanExporter]:
+    """Spans of the process's tracer provider, recorded for one test only.
+
+    The provider is process-wide: left recording, it would make every app built later in
+    this pytest process record and export spans.
+    """
+    provider = setup_tracing("gadgets", "test", None)
+    assert not provider.recording
     exporter = InMemorySpanExporter()
-    setup_tracing("gadgets", "test", None).add_span_processor(SimpleSpanProcessor(exporter))
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    try:
+        yield exporter
+    finally:
+        provider.stop_recording()
+
+
+async def test_one_trace_runs_from_the_request_through_the_relay_to_the_consumer(
+    database_url: str, amqp_url: str, exporter: InMemorySpanExporter
+) -> None:
     app = gadget_app(database_url, amqp_url)
     parent = f"00-{TRACE_ID}-00f067aa0ba902b7-01"
     try:
@@ -147,3 +165,11 @@ async def test_without_a_broker_url_the_app_starts_no_relay_and_events_wait(
     finally:
         await conn.close()
     assert pending is True
+
+
+def test_apps_built_after_the_traced_one_record_no_spans_again(database_url: str) -> None:
+    # Runs after the test above: its exporter was attached to the process's provider.
+    assert not setup_tracing("gadgets", "test", None).recording
+    app = gadget_app(database_url, None)
+    [layer] = [m for m in app.user_middleware if m.cls is ServiceMiddleware]
+    assert layer.kwargs["start_traces"] is True  # no server span: the ids alone

@@ -108,6 +108,8 @@ async def test_a_service_lifespan_runs_inside_the_shared_one_and_adds_readiness_
     assert not_ready.status_code == 503
     assert not_ready.json()["checks"] == {"database": "ok", "broker": "failing"}
     assert "broker" in not_ready.json()["detail"]
+    assert not_ready.headers["content-type"].startswith("application/problem+json")
+    assert not_ready.headers["Retry-After"].isdigit()  # a 503 always says when to come back
 
 
 async def test_a_trailing_slash_is_a_404_not_a_redirect_revealing_the_host(

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 
-from bazaar.shared.tasks import periodically
+import pytest
+
+from bazaar.shared.dbfailure import DatabaseBusy
+from bazaar.shared.tasks import periodically, wait_at_most
 
 
 async def test_a_job_runs_repeatedly_survives_failures_and_stops_with_the_block() -> None:
@@ -27,3 +31,73 @@ async def test_a_job_runs_repeatedly_survives_failures_and_stops_with_the_block(
 
     assert stopped_at >= 4
     assert runs == stopped_at, "no run after the block ended"
+
+
+async def test_a_job_failing_because_the_database_is_out_logs_one_warning_without_traceback(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO)
+    runs = 0
+    enough = asyncio.Event()
+
+    async def job() -> int:
+        nonlocal runs
+        runs += 1
+        if runs >= 5:
+            enough.set()
+        raise DatabaseBusy("too many connections")
+
+    async with periodically(0.01, job, name="purge keys"):
+        await asyncio.wait_for(enough.wait(), 5)
+
+    assert [r for r in caplog.records if r.levelno >= logging.ERROR] == []
+    assert [r for r in caplog.records if r.exc_info] == []
+    lines = [r for r in caplog.records if "database unavailable" in r.getMessage()]
+    assert len(lines) == 1
+    assert lines[0].levelno == logging.WARNING
+    assert "purge keys" in lines[0].getMessage()
+
+
+async def test_wait_at_most_answers_whether_the_event_came_in_time() -> None:
+    event = asyncio.Event()
+    assert await wait_at_most(event, 0.05) is False
+    asyncio.get_running_loop().call_later(0.01, event.set)
+    assert await wait_at_most(event, 5) is True
+
+
+async def test_a_cancellation_arriving_with_the_event_is_never_swallowed() -> None:
+    # asyncio.wait_for on Python 3.11 returns normally here (CPython gh-86296): a loop
+    # built on it, as the outbox relay's, then never stops when its task is cancelled.
+    for _ in range(20):
+        event = asyncio.Event()
+        waiter = asyncio.create_task(wait_at_most(event, 10))
+        await asyncio.sleep(0)  # the waiter is waiting
+        event.set()
+        waiter.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiter
+
+
+async def test_a_routine_periodic_job_logs_its_turns_at_the_level_it_asks(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    turns = 0
+    third = asyncio.Event()
+
+    async def job() -> int:
+        nonlocal turns
+        turns += 1
+        if turns % 3 == 0:
+            third.set()
+        return turns
+
+    caplog.set_level(logging.DEBUG, logger="bazaar")
+    async with periodically(0.01, job, name="routine", done_level=logging.DEBUG):
+        await third.wait()
+    third.clear()
+    async with periodically(0.01, job, name="reported"):
+        await third.wait()
+
+    done = [(r.getMessage(), r.levelno) for r in caplog.records if r.getMessage().endswith("done")]
+    assert {level for message, level in done if message == "routine done"} == {logging.DEBUG}
+    assert {level for message, level in done if message == "reported done"} == {logging.INFO}

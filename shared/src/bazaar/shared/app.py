@@ -6,21 +6,22 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 
 import httpx
-from fastapi import APIRouter, FastAPI
+from fastapi import APIRouter, Depends, FastAPI
 
 from bazaar.shared.auth import TokenVerifier
-from bazaar.shared.bodylimit import BodyLimitMiddleware
-from bazaar.shared.db import Database, PoolSettings
-from bazaar.shared.errors import ErrorMap, UnhandledErrorMiddleware, install_problem_handlers
+from bazaar.shared.db import Database, PoolSettings, PoolStats
+from bazaar.shared.errors import ErrorMap, install_problem_handlers
 from bazaar.shared.health import QUIET_PATHS, ops_router
 from bazaar.shared.idempotency import IdempotencyStore
 from bazaar.shared.messaging import Messaging, Subscription, messaging_settings
-from bazaar.shared.metrics import HttpMetrics
-from bazaar.shared.middleware import RequestContextMiddleware
+from bazaar.shared.metrics import DatabasePoolCollector, HttpMetrics
+from bazaar.shared.middleware import RequestsInFlight, ServiceMiddleware
 from bazaar.shared.openapi import install_openapi, operation_id
+from bazaar.shared.schemas import refuse_nul_characters
 from bazaar.shared.settings import ServiceSettings
 from bazaar.shared.tasks import periodically
-from bazaar.shared.telemetry import instrument_app, setup_tracing
+from bazaar.shared.telemetry import server_telemetry, setup_tracing
+from bazaar.shared.version import service_version
 
 #: How often expired idempotency keys are deleted (lookups already ignore them).
 PURGE_INTERVAL_SECONDS = 3600.0
@@ -60,9 +61,8 @@ def create_service_app(
     reads its own keys through its own app, in-process). `subscriptions` are the service's
     event consumers; with `amqp_url` set, the lifespan runs them and the outbox relay.
     """
-    provider = setup_tracing(
-        settings.service_name, settings.version, settings.otel_exporter_otlp_endpoint
-    )
+    version = service_version(settings.service_name)
+    provider = setup_tracing(settings.service_name, version, settings.otel_exporter_otlp_endpoint)
 
     @asynccontextmanager
     async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -101,31 +101,48 @@ def create_service_app(
     app = FastAPI(
         title=title,
         description=description,
-        version=settings.version,
+        version=version,
         lifespan=_lifespan,
         docs_url=None,
         redoc_url=None,
         generate_unique_id_function=operation_id,
         # A redirect would carry this service's internal host name to the client.
         redirect_slashes=False,
+        # Before any route's own parameters: no NUL reaches SQL from a path, query or header.
+        dependencies=[Depends(refuse_nul_characters)],
+        # A server span per request only when spans are recorded; else the ids alone.
+        telemetry=server_telemetry(provider),
     )
     app.state.settings = settings
     app.state.subscriptions = tuple(subscriptions)
     app.state.messaging = None
     app.state.metrics = HttpMetrics(settings.service_name)
+    # The pool exists while the lifespan runs; its gauges are read from it when scraped.
+    app.state.metrics.registry.register(DatabasePoolCollector(lambda: _pool_stats(app)))
     app.state.readiness_checks = {}
+    #: The tasks serving requests now: a shutdown cancels those left when its grace ends.
+    app.state.requests_in_flight = RequestsInFlight()
     install_problem_handlers(app, error_map)
     install_openapi(app)
     app.include_router(ops_router())
     for router in routers:
         app.include_router(router)
-    # add_middleware puts each new one outermost:
-    # context (ids, log, metrics) → body limit → backstop → routes.
-    app.add_middleware(UnhandledErrorMiddleware)
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
-    app.add_middleware(RequestContextMiddleware, metrics=app.state.metrics, quiet_paths=QUIET_PATHS)
-    instrument_app(app, provider)
+    # One layer: ids, trace, body limit, backstop, metrics, access log (see middleware).
+    app.add_middleware(
+        ServiceMiddleware,
+        metrics=app.state.metrics,
+        max_bytes=settings.max_body_bytes,
+        quiet_paths=QUIET_PATHS,
+        start_traces=not provider.recording,
+        in_flight=app.state.requests_in_flight,
+    )
     return app
+
+
+def _pool_stats(app: FastAPI) -> PoolStats | None:
+    """The pool's numbers while the lifespan holds one (None before it starts)."""
+    db: Database | None = getattr(app.state, "db", None)
+    return None if db is None else db.stats()
 
 
 def _messaging(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -11,13 +12,21 @@ from typing import Any
 
 import asyncpg
 
-from bazaar.shared.problem import ServiceUnavailable
+from bazaar.shared.dbfailure import DatabaseBusy, is_unavailable
 
+__all__ = [
+    "Database",
+    "DatabaseBusy",
+    "PoolSettings",
+    "PoolStats",
+    "rows_affected",
+    "use_json_codecs",
+]
 
-class DatabaseBusy(ServiceUnavailable):
-    """No database connection could be had within the acquire timeout."""
+log = logging.getLogger("bazaar.db")
 
-    slug, title = "database-unavailable", "Database Unavailable"
+#: How long closing a pool waits for borrowed connections before cutting them.
+CLOSE_TIMEOUT_SECONDS = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +39,19 @@ class PoolSettings:
     acquire_timeout: float = 5.0
     command_timeout: float = 30.0
     connect_timeout: float = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class PoolStats:
+    """What a pool is doing now (read when metrics are scraped)."""
+
+    in_use: int
+    idle: int
+    max_size: int
+    #: Callers waiting for a connection now.
+    waiting: int
+    #: Acquires that gave up since the pool was built (each answered 503).
+    acquire_timeouts: int
 
 
 def rows_affected(status: str) -> int:
@@ -60,6 +82,11 @@ class Database:
     def __init__(self, settings: PoolSettings) -> None:
         self.settings = settings
         self._pool: asyncpg.Pool | None = None
+        # The pool being closed: its stats are still read until `close()` returns.
+        self._closing: asyncpg.Pool | None = None
+        # Plain ints, kept by `connection` (no lock, no label lookup per acquire).
+        self._waiting = 0
+        self._acquire_timeouts = 0
 
     async def open(self) -> None:
         """Create the pool (idempotent)."""
@@ -74,11 +101,27 @@ class Database:
                 reset=_keep_session,
             )
 
-    async def close(self) -> None:
-        """Close the pool, waiting for connections in use to come back."""
+    async def close(self, wait_seconds: float = CLOSE_TIMEOUT_SECONDS) -> None:
+        """Close the pool, waiting up to `wait_seconds` for connections in use to come back.
+
+        A connection still held after that (a task that never ends) is cut, so a shutdown
+        always finishes.
+        """
         if self._pool is not None:
             pool, self._pool = self._pool, None
-            await pool.close()
+            self._closing = pool
+            try:
+                async with asyncio.timeout(wait_seconds):
+                    await pool.close()
+            except TimeoutError:
+                log.warning(
+                    "database pool: connections still in use %.0f s after closing began; "
+                    "cutting them",
+                    wait_seconds,
+                )
+                pool.terminate()
+            finally:
+                self._closing = None
 
     @property
     def pool(self) -> asyncpg.Pool:
@@ -87,17 +130,66 @@ class Database:
             raise RuntimeError("Database.open() has not been called")
         return self._pool
 
+    def stats(self) -> PoolStats:
+        """The pool's connections in use and idle, its size, waiters and acquire timeouts.
+
+        `waiting` counts callers only while the pool is exhausted (every connection in use
+        at its maximum size): a caller waiting for a new connection to be made waits on the
+        database, not on the pool, and a database that does not answer is an outage, not a
+        pool too small.
+        """
+        pool = self._pool or self._closing
+        size = idle = 0
+        if pool is not None:
+            size, idle = pool.get_size(), pool.get_idle_size()
+        return PoolStats(
+            in_use=size - idle,
+            idle=idle,
+            max_size=self.settings.max_size,
+            waiting=self._waiting if self._exhausted(pool) else 0,
+            acquire_timeouts=self._acquire_timeouts,
+        )
+
+    def _exhausted(self, pool: asyncpg.Pool | None) -> bool:
+        """Whether every connection the pool may have is made and borrowed."""
+        return (
+            pool is not None
+            and pool.get_size() >= self.settings.max_size
+            and pool.get_idle_size() == 0
+        )
+
     @asynccontextmanager
     async def connection(self) -> AsyncIterator[asyncpg.Connection]:
-        """Borrow a connection, or raise DatabaseBusy after the acquire timeout."""
+        """Borrow a connection, or raise DatabaseBusy if none can be had (timeout, outage)."""
+        pool = self.pool
+        self._waiting += 1
         try:
-            conn = await self.pool.acquire(timeout=self.settings.acquire_timeout)
-        except (TimeoutError, OSError, asyncpg.PostgresConnectionError) as exc:
-            raise DatabaseBusy("The database is not available right now.") from exc
+            conn = await pool.acquire(timeout=self.settings.acquire_timeout)
+        except Exception as exc:
+            if isinstance(exc, TimeoutError) and self._exhausted(pool):
+                # Gave up with every connection borrowed: the pool is too small (or its
+                # holders too slow). A connection that could not be made in time is an
+                # outage of the database instead, and not counted here.
+                self._acquire_timeouts += 1
+            # Refused, reset, "starting up" (57P03), too many connections (53300), timed out.
+            if is_unavailable(exc):
+                raise DatabaseBusy() from exc
+            raise
+        finally:
+            self._waiting -= 1
         try:
             yield conn
+        except asyncpg.InternalClientError:
+            # The protocol state is broken on a connection still open: never hand it out
+            # again. Anything else (a lost socket, a statement or command timeout, another
+            # call's error) leaves the pool to judge it: asyncpg discards closed connections
+            # and cancels a timed-out command, so a healthy one is kept (no reconnect per
+            # timeout under load).
+            if not conn.is_closed():
+                conn.terminate()
+            raise
         finally:
-            await self.pool.release(conn)
+            await _release(pool, conn)
 
     @asynccontextmanager
     async def transaction(self, *, isolation: str = "read_committed") -> AsyncIterator[Any]:
@@ -112,3 +204,14 @@ class Database:
                 return bool(await conn.fetchval("SELECT 1") == 1)
         except Exception:
             return False
+
+
+async def _release(pool: asyncpg.Pool, conn: asyncpg.Connection) -> None:
+    """Give a connection back; one whose reset fails is terminated by asyncpg, not reused."""
+    try:
+        await pool.release(conn)
+    except Exception as exc:
+        if not is_unavailable(exc):
+            raise
+        # asyncpg has terminated it already; the caller's own error (if any) is the story.
+        log.warning("a broken database connection was discarded (%s)", type(exc).__name__)

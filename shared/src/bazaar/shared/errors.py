@@ -12,13 +12,16 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
+from bazaar.shared.dbfailure import is_retryable
 from bazaar.shared.problem import (
     PROBLEM_CONTENT_TYPE,
+    RETRY_AFTER_SECONDS,
     Problem,
     ProblemError,
     ProblemSpec,
+    ServiceUnavailable,
     problem_from_exception,
 )
 from bazaar.shared.tracecontext import current_trace_id
@@ -49,9 +52,33 @@ def problem_response(
     problem.instance = problem.instance or instance
     problem.trace_id = problem.trace_id or current_trace_id()
     body = json.dumps(problem.to_dict(), ensure_ascii=False, default=str).encode()
-    return Response(
-        body, problem.status, headers=dict(headers or {}), media_type=PROBLEM_CONTENT_TYPE
-    )
+    sent = dict(headers or {})
+    if problem.status == 503 and not any(name.lower() == "retry-after" for name in sent):
+        # Every 503 tells the client when to come back (API.md, "Service availability").
+        sent["Retry-After"] = RETRY_AFTER_SECONDS
+    return Response(body, problem.status, headers=sent, media_type=PROBLEM_CONTENT_TYPE)
+
+
+def is_outage(exc: BaseException) -> bool:
+    """Answer whether `exc` says a dependency is down (or a conflict worth retrying), not a bug.
+
+    Such errors escaping a route are answered 503 `service-unavailable` with `Retry-After`,
+    never 500: a database restarting, a connection cut mid-statement, a deadlock.
+    """
+    if isinstance(exc, BaseExceptionGroup):
+        return all(is_outage(inner) for inner in exc.exceptions)
+    return is_retryable(exc)
+
+
+def error_response(exc: ProblemError, scope: Scope) -> Response:
+    """The problem+json answer of `exc` to the request of `scope`, with `exc`'s headers."""
+    problem = Problem(exc.status, exc.slug, exc.title, exc.detail)
+    return problem_response(problem, instance=scope["path"], headers=exc.headers)
+
+
+def outage_response(scope: Scope) -> Response:
+    """The 503 answer to a request that failed because a dependency is down."""
+    return error_response(ServiceUnavailable(), scope)
 
 
 def validation_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
@@ -74,7 +101,7 @@ def install_problem_handlers(app: FastAPI, error_map: ErrorMap) -> None:
         return problem_response(problem, instance=request.url.path, headers=headers)
 
     async def on_validation(request: Request, exc: Exception) -> Response:
-        assert isinstance(exc, RequestValidationError)
+        assert isinstance(exc, RequestValidationError)  # noqa: S101 - registered for this class only
         problem = Problem(
             422,
             "validation-error",
@@ -85,7 +112,7 @@ def install_problem_handlers(app: FastAPI, error_map: ErrorMap) -> None:
         return problem_response(problem, instance=request.url.path)
 
     async def on_http(request: Request, exc: Exception) -> Response:
-        assert isinstance(exc, StarletteHTTPException)
+        assert isinstance(exc, StarletteHTTPException)  # noqa: S101 - registered for this class only
         if isinstance(exc.__cause__, ProblemError):
             # Raised while FastAPI read the body (e.g. the size limit): answer it as itself.
             return await on_mapped(request, exc.__cause__)
@@ -118,33 +145,32 @@ def install_problem_handlers(app: FastAPI, error_map: ErrorMap) -> None:
     app.add_exception_handler(StarletteHTTPException, on_http)
 
 
-class UnhandledErrorMiddleware:
-    """Backstop: an unexpected exception becomes a 500 problem with no internals, and is logged."""
+async def answer_unhandled(
+    exc: Exception, scope: Scope, receive: Receive, send: Send, *, started: bool
+) -> None:
+    """Backstop for an exception no handler took: an outage is a 503, anything else a 500.
 
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Serve the request; answer 500 if it fails before the response started."""
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        started = False
-
-        async def send_wrapper(message: Message) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_wrapper)
-        except Exception:
-            log.exception("unhandled error serving %s %s", scope["method"], scope["path"])
-            if started:
-                raise
-            response = problem_response(
-                Problem(500, "internal-error", "Internal Server Error", _UNEXPECTED),
-                instance=scope["path"],
-            )
-            await response(scope, receive, send)
+    The 500 says nothing of the internals (the traceback goes to the log). When the
+    response has already started, the exception is raised again for the server to cut it.
+    """
+    if is_outage(exc):
+        # The infrastructure's fault, not ours: no traceback per request while it lasts.
+        log.warning(
+            "dependency unavailable serving %s %s: %s: %s",
+            scope["method"],
+            scope["path"],
+            type(exc).__name__,
+            exc,
+        )
+        if started:
+            raise exc
+        await outage_response(scope)(scope, receive, send)
+        return
+    log.error("unhandled error serving %s %s", scope["method"], scope["path"], exc_info=exc)
+    if started:
+        raise exc
+    response = problem_response(
+        Problem(500, "internal-error", "Internal Server Error", _UNEXPECTED),
+        instance=scope["path"],
+    )
+    await response(scope, receive, send)

@@ -11,6 +11,7 @@ from starlette.responses import JSONResponse, Response
 
 from bazaar.shared.errors import problem_response
 from bazaar.shared.problem import Problem
+from bazaar.shared.version import service_version
 
 #: Probes and scrapes: neither logged per request nor traced (they would drown real traffic).
 QUIET_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
@@ -68,7 +69,7 @@ def ops_router() -> APIRouter:
         settings = request.app.state.settings
         return {
             "service": settings.service_name,
-            "version": settings.version,
+            "version": service_version(settings.service_name),
             "environment": settings.environment,
         }
 

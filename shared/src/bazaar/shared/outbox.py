@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
 import asyncpg
@@ -55,6 +59,54 @@ VALUES ($1, $2, $3, $4, $5)
 """
 
 
+class HeldEvents:
+    """Events added on one connection while held back: written by `with_held_events`."""
+
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self.conn = conn
+        self.rows: list[tuple[uuid.UUID, str, str, str, str | None]] = []
+        self.holding = True
+
+    def args(self) -> tuple[list[Any], ...]:
+        """The parameters `with_held_events` numbers from its `first`: ids, types,
+        subjects, events (JSON text), traceparents."""
+        return tuple(list(column) for column in zip(*self.rows, strict=True))
+
+
+_held: ContextVar[HeldEvents | None] = ContextVar("bazaar_outbox_held", default=None)
+
+
+@contextmanager
+def hold_events(conn: asyncpg.Connection) -> Iterator[HeldEvents]:
+    """Hold back the events added on `conn` inside the block (one INSERT each, otherwise):
+    the caller writes them with its next statement, built by `with_held_events`, in the
+    same transaction, so they commit with it or not at all. Events added after the block
+    (or on another connection) are written at once as always. Not for blocks that roll
+    back a savepoint: an event held back would outlive the change it announces.
+    """
+    held = HeldEvents(conn)
+    token = _held.set(held)
+    try:
+        yield held
+    finally:
+        held.holding = False
+        _held.reset(token)
+
+
+def with_held_events(sql: str, *, first: int) -> str:
+    """`sql` (one statement) preceded by the INSERT of held events into the outbox, in one
+    statement; the events' five array parameters are numbered from `$first`."""
+    n = first
+    return f"""WITH held_events AS (
+    INSERT INTO outbox (id, type, subject, event, traceparent)
+    SELECT e.id, e.type, e.subject, e.event::jsonb, e.traceparent
+    FROM unnest(${n}::uuid[], ${n + 1}::text[], ${n + 2}::text[], ${n + 3}::text[],
+                ${n + 4}::text[]) WITH ORDINALITY AS e(id, type, subject, event, traceparent, n)
+    ORDER BY e.n
+)
+{sql}"""
+
+
 async def add_event(
     conn: asyncpg.Connection, *, source: str, type: str, subject: str, data: Any
 ) -> dict[str, Any]:
@@ -63,6 +115,10 @@ async def add_event(
         raise RuntimeError("add_event must run inside the transaction that makes the change")
     event_id = uuid.uuid4()
     event = make_event(source=source, type=type, subject=subject, data=data, event_id=event_id)
+    held = _held.get()
+    if held is not None and held.holding and held.conn is conn:
+        held.rows.append((event_id, type, subject, json.dumps(event), event.get("traceparent")))
+        return event
     await conn.execute(INSERT_EVENT, event_id, type, subject, event, event.get("traceparent"))
     return event
 

@@ -84,10 +84,17 @@ class PayloadTooLarge(ProblemError):
     status, slug, title = 413, "payload-too-large", "Payload Too Large"
 
 
+#: Seconds a 503 asks the client to wait: a service is ready again within 3 s of its
+#: dependency coming back (API.md, "Service availability").
+RETRY_AFTER_SECONDS = "1"
+
+
 class ServiceUnavailable(ProblemError):
     """A dependency of this service is unavailable for now."""
 
     status, slug, title = 503, "service-unavailable", "Service Unavailable"
+    default_detail = "A dependency of this service is unavailable right now."
+    default_headers: ClassVar[Mapping[str, str]] = {"Retry-After": RETRY_AFTER_SECONDS}
 
 
 @dataclass(slots=True)

@@ -36,7 +36,6 @@ class ProcessSettings(BaseSettings):
     fetches_jwks: ClassVar[bool] = True
 
     environment: Literal["development", "test", "production"] = "development"
-    version: str = "0.1.0"
     host: str = "127.0.0.1"
     port: int = 8000
     log_level: str = "INFO"

@@ -5,7 +5,6 @@ from __future__ import annotations
 from contextvars import ContextVar
 
 from opentelemetry import trace
-from opentelemetry.propagate import inject
 
 request_id_var: ContextVar[str | None] = ContextVar("bazaar_request_id", default=None)
 
@@ -23,10 +22,11 @@ def current_span_id() -> str | None:
 
 
 def current_traceparent() -> str | None:
-    """The W3C `traceparent` of the current context, to carry into events."""
-    carrier: dict[str, str] = {}
-    inject(carrier)
-    return carrier.get("traceparent")
+    """The W3C `traceparent` of the current span, to carry into events and outgoing calls."""
+    ctx = trace.get_current_span().get_span_context()
+    if not ctx.is_valid:
+        return None
+    return f"00-{ctx.trace_id:032x}-{ctx.span_id:016x}-{ctx.trace_flags:02x}"
 
 
 def current_request_id() -> str | None:

@@ -54,7 +54,7 @@ class VerifierSettings:
     leeway_seconds: float = 10
     jwks_ttl_seconds: float = 300
     jwks_min_refetch_seconds: float = 30
-    token_type: str = "at+jwt"
+    token_type: str = "at+jwt"  # noqa: S105 - the JWT type (RFC 9068), no password
 
     def __post_init__(self) -> None:
         unsafe = set(self.algorithms) - ASYMMETRIC_ALGORITHMS

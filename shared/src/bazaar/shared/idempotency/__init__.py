@@ -17,6 +17,7 @@ from bazaar.shared.idempotency.http import (
     request_scope,
 )
 from bazaar.shared.idempotency.models import (
+    ClaimWith,
     IdempotencyScope,
     Outcome,
     StoredResponse,
@@ -35,6 +36,7 @@ __all__ = [
     "IDEMPOTENCY_DROP_DDL",
     "IDEMPOTENCY_KEY_HEADER",
     "REPLAYED_HEADER",
+    "ClaimWith",
     "IdempotencyKeyInUse",
     "IdempotencyKeyMismatch",
     "IdempotencyKeyMissing",

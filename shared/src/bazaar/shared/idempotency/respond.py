@@ -9,7 +9,7 @@ from starlette.responses import Response
 
 from bazaar.shared.db import Database
 from bazaar.shared.idempotency.http import outcome_response, problem_response_for, request_scope
-from bazaar.shared.idempotency.models import Outcome, request_fingerprint
+from bazaar.shared.idempotency.models import ClaimWith, Outcome, request_fingerprint
 from bazaar.shared.idempotency.store import IdempotencyStore, Operation, Prepare
 
 
@@ -23,10 +23,12 @@ async def respond_once(
     principal: str,
     body: Any,
     prepare: Prepare | None = None,
+    claim_with: ClaimWith | None = None,
 ) -> Response:
     """Run `operation` in one transaction; with a key, at most once per key (replays after).
 
-    `prepare` runs first, outside any transaction (see `Prepare`).
+    `prepare` runs first, outside any transaction (see `Prepare`); with a key, `claim_with`
+    writes a first effect in the claim's own statement (see `ClaimWith`).
     """
     if key is None:
         if prepare is not None:
@@ -43,5 +45,6 @@ async def respond_once(
         operation=operation,
         store_error=problem_response_for(request),
         prepare=prepare,
+        claim_with=claim_with,
     )
     return outcome_response(outcome)

@@ -13,8 +13,11 @@ from typing import Any
 import asyncpg
 from aio_pika.abc import AbstractIncomingMessage, AbstractQueue, AbstractRobustChannel
 from opentelemetry.trace import StatusCode
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception
+from tenacity import wait_random_exponential as jittered
 
-from bazaar.shared.db import Database, DatabaseBusy
+from bazaar.shared.db import Database
+from bazaar.shared.dbfailure import is_retryable, sqlstate
 from bazaar.shared.messaging.connection import Broker
 from bazaar.shared.messaging.envelope import (
     MalformedEvent,
@@ -26,15 +29,41 @@ from bazaar.shared.messaging.metrics import MessagingMetrics
 from bazaar.shared.messaging.parking import park, send_to_retry
 from bazaar.shared.messaging.topology import QueueNames, declare_consumer_queues, declare_exchange
 from bazaar.shared.messaging.tracing import consumer_span
+from bazaar.shared.tasks import wait_at_most
 
 log = logging.getLogger("bazaar.messaging.consumer")
 
 #: A handler applies one event inside the open transaction that also records it as processed.
 Handler = Callable[[asyncpg.Connection, dict[str, Any]], Awaitable[None]]
 
-#: Failures of the infrastructure, not of the message: wait and requeue, spending no attempt
-#: (a TimeoutError, an OSError too, is the exception: it spends one).
-TRANSIENT = (DatabaseBusy, OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError)
+#: The server's statement_timeout (or an operator's pg_cancel_backend): query_canceled.
+QUERY_CANCELED = "57014"
+#: The longest pause between two tries of a message during a database outage.
+TRANSIENT_MAX_PAUSE = 5.0
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Answer whether a failure is the infrastructure's, so the message spends no attempt.
+
+    The database's own classification (`dbfailure.is_retryable`: unreachable, starting or
+    shutting down, too many connections, serialization failure, deadlock). Timeouts are
+    the exception: a statement that runs out of time (asyncpg's command_timeout, the
+    server's statement_timeout) may do so every time for this message, so it spends an
+    attempt and ends parked instead of holding its consumer forever.
+    """
+    if isinstance(exc, DatabaseUnresponsive):
+        return True
+    if isinstance(exc, TimeoutError) or sqlstate(exc) == QUERY_CANCELED:
+        return False
+    return is_retryable(exc)
+
+
+class DatabaseUnresponsive(Exception):
+    """A statement timed out and the database then did not answer a ping: an outage.
+
+    A database that silently hangs answers nothing and refuses nothing; without this check
+    every message would spend its attempts on timeouts and end parked.
+    """
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,7 +86,9 @@ class ConsumerSettings:
     prefetch: int = 32
     max_attempts: int = 5
     retry_delays_ms: tuple[int, ...] = (1000, 5000, 30000)
-    transient_pause: float = 1.0
+    #: The first pause of a message held through a database outage; later ones grow (with
+    #: jitter) to TRANSIENT_MAX_PAUSE. Held, not requeued: no delivery is spent.
+    transient_pause: float = 0.5
 
 
 class Consumer:
@@ -85,6 +116,7 @@ class Consumer:
         self._in_flight = 0
         self._idle = asyncio.Event()
         self._idle.set()
+        self._stopping = asyncio.Event()
 
     @property
     def queue_name(self) -> str:
@@ -107,11 +139,11 @@ class Consumer:
 
     async def stop(self, drain_seconds: float) -> None:
         """Take no new messages, let those in flight finish (up to `drain_seconds`), close."""
+        self._stopping.set()  # messages held through an outage go back to the queue
         if self._queue is not None and self._tag is not None:
             with contextlib.suppress(Exception):
                 await self._queue.cancel(self._tag, timeout=drain_seconds)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._idle.wait(), drain_seconds)
+        await wait_at_most(self._idle, drain_seconds)
         if self._channel is not None:
             with contextlib.suppress(Exception):
                 await self._channel.close()
@@ -138,34 +170,79 @@ class Consumer:
             return
         with consumer_span(consumer, event, message.headers or {}) as span:
             try:
-                async with self.db.transaction() as conn:
-                    fresh = await claim_message(conn, consumer, event["id"])
-                    if fresh:
-                        await self.subscription.handle(conn, event)
-            except TRANSIENT as exc:
-                if isinstance(exc, TimeoutError):
-                    # A statement that ran out of time (command_timeout) may do so every
-                    # time for this message: it spends an attempt, so it ends parked.
-                    span.record_exception(exc)
-                    span.set_status(StatusCode.ERROR, type(exc).__name__)
-                    await self._fail(message, event, exc)
-                    return
-                span.set_status(StatusCode.ERROR, type(exc).__name__)
-                log.warning(
-                    "%s: transient failure on %s (%s); requeued", consumer, event["id"], exc
-                )
-                await asyncio.sleep(self.settings.transient_pause)
-                await message.nack(requeue=True)
-                return
+                fresh = await self._apply(event, message)
             except Exception as exc:
                 span.record_exception(exc)
                 span.set_status(StatusCode.ERROR, type(exc).__name__)
-                await self._fail(message, event, exc)
+                if message.channel.is_closed:
+                    # The broker took it back (restart, consumer timeout): it is redelivered.
+                    log.warning("%s: event %s given back with its channel", consumer, event["id"])
+                    return
+                if is_transient(exc):
+                    # Only when stopping: someone else takes it once the database is back.
+                    await message.nack(requeue=True)
+                else:
+                    await self._fail(message, event, exc)
                 return
         await message.ack()
         self.metrics.consumed.labels(consumer, "applied" if fresh else "duplicate").inc()
         if fresh:
             self.metrics.end_to_end.labels(consumer).observe(_age(event))
+
+    async def _apply(self, event: dict[str, Any], message: AbstractIncomingMessage) -> bool:
+        """Apply the event with its inbox row in one transaction; False if it already was.
+
+        A failure of the infrastructure is retried here, holding the message, until it
+        succeeds or the consumer stops: a requeue would count against the queue's delivery
+        limit (`topology.DELIVERY_LIMIT`), a pause here counts nothing. Holding ends when the
+        consumer stops or the broker has taken the message back (its channel closed): the
+        broker redelivers it, so trying on would only apply it twice at once.
+        """
+        fresh = False
+
+        def let_go(_state: RetryCallState) -> bool:
+            return self._stopping.is_set() or message.channel.is_closed
+
+        retrying = AsyncRetrying(
+            retry=retry_if_exception(is_transient),
+            wait=jittered(self.settings.transient_pause, TRANSIENT_MAX_PAUSE),
+            stop=let_go,
+            sleep=self._pause,
+            before_sleep=lambda state: self._log_transient(event, state),
+            reraise=True,
+        )
+        async for attempt in retrying:
+            with attempt:
+                try:
+                    async with self.db.transaction() as conn:
+                        fresh = await claim_message(conn, self.queue_name, event["id"])
+                        if fresh:
+                            await self.subscription.handle(conn, event)
+                except TimeoutError as exc:
+                    # The message's own slowness, or a database that stopped answering?
+                    if not await self.db.ping():
+                        raise DatabaseUnresponsive("no answer to a ping after a timeout") from exc
+                    raise
+        return fresh
+
+    async def _pause(self, seconds: float) -> None:
+        # Cut short by stop(): a held message must not delay the drain.
+        await wait_at_most(self._stopping, seconds)
+
+    def _log_transient(self, event: dict[str, Any], state: RetryCallState) -> None:
+        # The first failure and every tenth: a prefetch of messages waiting out an outage
+        # would otherwise log a few lines a second each.
+        if state.attempt_number != 1 and state.attempt_number % 10:
+            return
+        outcome = state.outcome
+        exc = outcome.exception() if outcome is not None else None
+        log.warning(
+            "%s: event %s waits for the database (try %d: %s)",
+            self.queue_name,
+            event["id"],
+            state.attempt_number,
+            type(exc).__name__,
+        )
 
     async def _fail(
         self, message: AbstractIncomingMessage, event: dict[str, Any], exc: Exception
@@ -186,7 +263,7 @@ class Consumer:
             delay,
             reason,
         )
-        assert self._channel is not None
+        assert self._channel is not None  # noqa: S101 - narrows: consuming by now
         await send_to_retry(self._channel, message, self.names.retry(delay), attempts=attempts)
         await message.ack()
         self.metrics.retried.labels(self.queue_name).inc()
@@ -195,7 +272,7 @@ class Consumer:
         self, message: AbstractIncomingMessage, reason: str, *, attempts: int = 0
     ) -> None:
         log.error("%s: message %s parked: %s", self.queue_name, message.message_id, reason)
-        assert self._channel is not None
+        assert self._channel is not None  # noqa: S101 - narrows: consuming by now
         await park(self._channel, message, self.names, reason=reason, attempts=attempts)
         await message.ack()
         self.metrics.parked.labels(self.queue_name).inc()

@@ -18,7 +18,18 @@ ATTEMPTS_HEADER = "x-bazaar-attempts"
 PARKED_REASON_HEADER = "x-bazaar-parked-reason"
 PARKED_FROM_HEADER = "x-bazaar-parked-from"
 PARKED_AT_HEADER = "x-bazaar-parked-at"
-#: The W3C trace context, per the CloudEvents AMQP binding of the distributed-tracing extension.
+#: What the broker counts (quorum queues): never copied, a copy is a fresh message to it.
+DELIVERY_COUNT_HEADER = "x-delivery-count"
+#: What the broker writes when it dead-letters a message (why, from where, how often).
+DEATH_HEADERS = (
+    "x-death",
+    "x-first-death-exchange",
+    "x-first-death-queue",
+    "x-first-death-reason",
+    "x-last-death-exchange",
+    "x-last-death-queue",
+    "x-last-death-reason",
+)
 
 
 class MalformedEvent(ValueError):
@@ -63,6 +74,7 @@ def attempts_of(message: AbstractIncomingMessage) -> int:
 def copy_with_headers(message: AbstractIncomingMessage, **headers: Any) -> aio_pika.Message:
     """A persistent copy of a received message with some headers set (None removes one)."""
     merged = dict(message.headers or {})
+    merged.pop(DELIVERY_COUNT_HEADER, None)
     for name, value in headers.items():
         if value is None:
             merged.pop(name, None)

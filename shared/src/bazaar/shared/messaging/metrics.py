@@ -30,6 +30,14 @@ class MessagingMetrics:
             "Age of the oldest unpublished outbox row (0 when none is pending).",
             registry=registry,
         )
+        self.queue_messages = Gauge(
+            "bazaar_queue_messages",
+            "Ready messages in a queue operators watch: this service's parking queues, "
+            "bazaar.events.unrouted and bazaar.events.unsubscribed (absent while the broker "
+            "cannot be asked).",
+            ["queue"],
+            registry=registry,
+        )
         self.consumed = Counter(
             "bazaar_events_consumed",
             "Messages a consumer finished, by consumer and outcome (applied, duplicate).",

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import time
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -14,57 +12,35 @@ from typing import Any
 import asyncpg
 from aio_pika.abc import AbstractExchange
 
+from bazaar.shared.backoff import Backoff
 from bazaar.shared.db import Database, rows_affected
+from bazaar.shared.dbfailure import is_retryable
 from bazaar.shared.messaging.connection import Broker
 from bazaar.shared.messaging.envelope import encode_event
+from bazaar.shared.messaging.lag import OutboxLag
+from bazaar.shared.messaging.listener import OutboxListener
 from bazaar.shared.messaging.metrics import MessagingMetrics
+from bazaar.shared.messaging.relay_sql import (
+    CLAIM_BATCH,
+    MARK_FAILED,
+    MARK_PUBLISHED,
+    PRUNE_PUBLISHED,
+    RETRIES_PER_BATCH,
+    STUBBORN_ATTEMPTS,
+)
 from bazaar.shared.messaging.topology import declare_exchange
 from bazaar.shared.messaging.tracing import producer_span
-from bazaar.shared.outbox import OUTBOX_CHANNEL
+from bazaar.shared.tasks import wait_at_most
 
 log = logging.getLogger("bazaar.messaging.relay")
 
 #: Batches in flight at once: one being confirmed while the next is claimed and queued.
 PIPELINE_DEPTH = 2
-#: The outbox lag gauge is refreshed at most this often.
-LAG_INTERVAL_SECONDS = 1.0
-
-#: A row that failed this many times is stubborn (a broken binding, say, not an outage)…
-STUBBORN_ATTEMPTS = 5
-#: …and stubborn rows are retried at most this many per batch, beside the others.
-RETRIES_PER_BATCH = 10
-
-# SKIP LOCKED: replicas take disjoint batches instead of queueing behind each other.
-# Stubborn rows are claimed apart, so they can never fill every batch and stall the events
-# behind them; rows that failed a few times (a broker outage) keep their place in line.
-CLAIM_BATCH = """
-WITH fresh AS (
-    SELECT id, position, type, event, traceparent FROM outbox
-    WHERE published_at IS NULL AND attempts < $3 ORDER BY position LIMIT $1
-    FOR UPDATE SKIP LOCKED
-), retried AS (
-    SELECT id, position, type, event, traceparent FROM outbox
-    WHERE published_at IS NULL AND attempts >= $3 ORDER BY position LIMIT $2
-    FOR UPDATE SKIP LOCKED
-)
-SELECT id, position, type, event, traceparent, false AS retried FROM fresh
-UNION ALL
-SELECT id, position, type, event, traceparent, true AS retried FROM retried
-ORDER BY position
-"""
-MARK_PUBLISHED = "UPDATE outbox SET published_at = now() WHERE id = ANY($1::uuid[])"
-MARK_FAILED = """
-UPDATE outbox SET attempts = attempts + 1, last_error = f.error
-FROM unnest($1::uuid[], $2::text[]) AS f(id, error) WHERE outbox.id = f.id
-"""
-OLDEST_PENDING_AGE = """
-SELECT coalesce(extract(epoch FROM now() - min(created_at)), 0)::float8 FROM (
-    SELECT created_at FROM outbox WHERE published_at IS NULL ORDER BY position LIMIT 1
-) AS oldest
-"""
-PRUNE_PUBLISHED = """
-DELETE FROM outbox WHERE published_at < now() - make_interval(secs => $1)
-"""
+#: After failed passes (an outage), the pause before the next grows, jittered, up to this.
+MAX_PAUSE_SECONDS = 5.0
+#: Failures that are the row's own (the broker refused it, or took too long with it); a lost
+#: or blocked connection is an outage and costs the rows nothing.
+ROW_FAILURES = frozenset({"unroutable", "nacked", "timeout"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +53,9 @@ class RelaySettings:
     #: After a wake-up, wait this long so commits arriving together go out as one batch
     #: (under load: one claim, one confirm wait and one mark for many events, not each).
     linger_seconds: float = 0.005
+    #: The outbox lag gauge is refreshed this often by a loop of its own (`OutboxLag.watch`),
+    #: so it keeps growing while no pass ends: a broker down or silent, a pass waiting on it.
+    lag_seconds: float = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +67,17 @@ class BatchResult:
     failed: int
     #: Of the claimed rows, those not stubborn (a full batch of them: more may wait).
     fresh: int = 0
+    #: Some publication failed for want of a broker (lost, blocked), not for its own sake.
+    outage: bool = False
+
+
+class _Queued(asyncio.Event):
+    """Set once a batch's publications wait their turn on the channel; `fresh` is how many
+    fresh rows it claimed (None: unknown, the claim failed)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fresh: int | None = None
 
 
 async def _until_set_or_done(event: asyncio.Event, task: asyncio.Task[BatchResult]) -> None:
@@ -112,74 +102,95 @@ class OutboxRelay:
         self.broker = broker
         self.metrics = metrics
         self.settings = settings or RelaySettings()
-        self._wake = asyncio.Event()
-        self._listener: asyncpg.Connection | None = None
-        self._lag_recorded_at = -LAG_INTERVAL_SECONDS
+        self._listener = OutboxListener(db.settings.dsn)
+        self.lag = OutboxLag(db, metrics.outbox_lag, interval=self.settings.lag_seconds)
 
     async def run(self) -> None:
-        """Relay until cancelled; a failed pass is logged and retried after a pause."""
+        """Relay until cancelled; a pass cut short by an outage is retried after a pause."""
         exchange = await self._exchange()
+        backoff = Backoff(self.settings.poll_seconds, MAX_PAUSE_SECONDS)
         try:
             while True:
-                await self._listen()
+                await self._listener.listen()
                 try:
-                    backoff = await self.relay_pending(exchange)
-                except Exception:
-                    log.exception("outbox relay pass failed; retrying")
-                    backoff = True
-                if backoff:
-                    await asyncio.sleep(self.settings.poll_seconds)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), self.settings.poll_seconds)
+                    outage = await self.relay_pending(exchange)
+                except Exception as exc:
+                    if is_retryable(exc):  # the database is restarting or out of reach
+                        log.warning("outbox relay pass cut short by an outage (%r); retrying", exc)
+                    else:
+                        log.exception("outbox relay pass failed; retrying")
+                    outage = True
+                # Only an outage backs off: rows failing for their own reasons (unroutable,
+                # nacked) are retried at the next wake-up like any, never delaying the events
+                # behind them.
+                if outage:
+                    await backoff.sleep()
+                else:
+                    backoff.reset()
+                await wait_at_most(self._listener.wake, self.settings.poll_seconds)
                 if self.settings.linger_seconds:
                     await asyncio.sleep(self.settings.linger_seconds)
-                self._wake.clear()
+                # Cleared before a pass, never after: a commit announced during the pass keeps
+                # `wake` set, which keeps the pass going or starts the next one at once.
+                self._listener.wake.clear()
         finally:
-            if self._listener is not None:
-                with contextlib.suppress(Exception):
-                    await self._listener.close()
-                self._listener = None
+            await self._listener.close()
 
     async def _exchange(self) -> AbstractExchange:
         """The events exchange on a channel of its own, declared (retried until it works)."""
+        backoff = Backoff(self.settings.poll_seconds, MAX_PAUSE_SECONDS)
         while True:
             try:
                 return await declare_exchange(await self.broker.channel())
             except Exception:
                 log.exception("declaring the events exchange failed; retrying")
-                await asyncio.sleep(self.settings.poll_seconds)
+                await backoff.sleep()
 
     async def relay_pending(self, exchange: AbstractExchange) -> bool:
-        """Publish batches until the outbox is drained; True if something failed (back off).
+        """Publish batches until the outbox is drained; True if the broker was out (back off).
 
         Two batches overlap: the next is claimed (SKIP LOCKED) and queued on the channel
         while the broker confirms the previous one. The channel sends publications in the
         order they queued, so creation order holds on the wire.
         """
         in_flight: deque[asyncio.Task[BatchResult]] = deque()
-        failed = False
+        outage = False
         try:
             while True:
-                if not await self.broker.ping():
-                    failed = True
+                if await self._broker_out():
+                    outage = True
                     break
-                queued = asyncio.Event()
+                queued = _Queued()
                 batch = asyncio.create_task(self.publish_batch(exchange, queued=queued))
                 in_flight.append(batch)
                 await _until_set_or_done(queued, batch)
-                if batch.done() and batch.result().fresh < self.settings.batch_size:
+                fresh = batch.result().fresh if batch.done() else queued.fresh
+                if fresh == 0:
                     break  # drained
-                if len(in_flight) >= PIPELINE_DEPTH and (await in_flight.popleft()).failed:
-                    failed = True
+                if (
+                    fresh is not None
+                    and fresh < self.settings.batch_size
+                    and not self._listener.wake.is_set()
+                ):
+                    # A short batch took every fresh row committed before its claim, and no
+                    # commit was announced since the pass began: no second claim that would
+                    # find none. A commit announced later sets `wake`, which `run` only
+                    # clears before a pass, so it starts the next pass at once. Under steady
+                    # load (announced commits) the pass goes on: the next claim overlaps
+                    # this batch's confirms instead of waiting for them and the linger; the
+                    # first claim to come back without fresh rows ends it.
+                    break
+                if len(in_flight) >= PIPELINE_DEPTH and (await in_flight.popleft()).outage:
+                    outage = True
                     break
         finally:
             outcomes = await asyncio.gather(*in_flight, return_exceptions=True)
-            await self._record_lag()
+            await self.lag.after_pass()
         for outcome in outcomes:
             if isinstance(outcome, BaseException):
                 raise outcome
-            failed = failed or outcome.failed > 0
-        return failed
+            outage = outage or outcome.outage
+        return outage
 
     async def publish_batch(
         self, exchange: AbstractExchange, *, queued: asyncio.Event | None = None
@@ -193,6 +204,8 @@ class OutboxRelay:
                 rows = await conn.fetch(
                     CLAIM_BATCH, self.settings.batch_size, RETRIES_PER_BATCH, STUBBORN_ATTEMPTS
                 )
+                if isinstance(queued, _Queued):
+                    queued.fresh = sum(1 for row in rows if not row["retried"])
                 if not rows:
                     return BatchResult(0, 0, 0)
                 publications = [asyncio.create_task(self._publish(exchange, r)) for r in rows]
@@ -209,8 +222,11 @@ class OutboxRelay:
                 ]
                 if sent:
                     await conn.execute(MARK_PUBLISHED, sent)
+                outage = False
                 if failed:
-                    await self._record_failures(conn, failed)
+                    outage = await self._record_failures(
+                        conn, failed, outage=await self._broker_out()
+                    )
         finally:
             if queued is not None:
                 queued.set()
@@ -218,7 +234,7 @@ class OutboxRelay:
             if error is None:
                 self.metrics.published.labels(row["type"]).inc()
         fresh = sum(1 for row in rows if not row["retried"])
-        return BatchResult(len(rows), len(sent), len(failed), fresh)
+        return BatchResult(len(rows), len(sent), len(failed), fresh, outage)
 
     async def _publish(self, exchange: AbstractExchange, row: asyncpg.Record) -> None:
         event: dict[str, Any] = row["event"]
@@ -230,60 +246,47 @@ class OutboxRelay:
                 timeout=self.settings.publish_timeout,
             )
 
+    async def _broker_out(self) -> bool:
+        """Answer whether the broker cannot take publications now (lost, or blocking us)."""
+        return self.broker.is_blocked() or not await self.broker.ping()
+
     async def _record_failures(
-        self, conn: asyncpg.Connection, failed: Sequence[tuple[asyncpg.Record, BaseException]]
-    ) -> None:
+        self,
+        conn: asyncpg.Connection,
+        failed: Sequence[tuple[asyncpg.Record, BaseException]],
+        *,
+        outage: bool,
+    ) -> bool:
+        """Count the failures that are the rows' own against them; True if any was an outage."""
+        theirs = []
+        broker_failed = outage
         for row, error in failed:
-            reason = _reason(error)
+            reason = "blocked" if self.broker.is_blocked() else _reason(error)
             self.metrics.publish_failures.labels(reason).inc()
+            if not outage and reason in ROW_FAILURES:
+                theirs.append((row, error))
+            broker_failed = broker_failed or reason not in ROW_FAILURES
             if reason == "unroutable":
                 # mandatory + no binding: nobody would ever see this event. Loud, not silent.
                 log.error(
                     "unroutable event %s of type %s: no queue is bound", row["id"], row["type"]
                 )
+        if not theirs:
+            # An outage: the rows keep their attempts and their place; the pass backs off.
+            log.warning("broker unavailable: %d events wait in the outbox", len(failed))
+            return True
         await conn.execute(
             MARK_FAILED,
-            [row["id"] for row, _ in failed],
-            [f"{_reason(error)}: {error!r}"[:500] for _, error in failed],
+            [row["id"] for row, _ in theirs],
+            [f"{_reason(error)}: {error!r}"[:500] for _, error in theirs],
         )
-
-    async def _record_lag(self) -> None:
-        # At most once a second: under a steady trickle every pass would pay one more query.
-        now = time.monotonic()
-        if now - self._lag_recorded_at < LAG_INTERVAL_SECONDS:
-            return
-        self._lag_recorded_at = now
-        with contextlib.suppress(Exception):
-            async with self.db.connection() as conn:
-                self.metrics.outbox_lag.set(await conn.fetchval(OLDEST_PENDING_AGE))
+        return broker_failed
 
     async def prune(self, retention_seconds: float) -> int:
         """Delete rows published longer ago than the retention; return how many."""
         async with self.db.connection() as conn:
             status: str = await conn.execute(PRUNE_PUBLISHED, retention_seconds)
         return rows_affected(status)
-
-    def _on_notify(self, *_args: object) -> None:
-        self._wake.set()
-
-    async def _listen(self) -> None:
-        """LISTEN on the outbox channel, again after a lost connection; polling covers gaps."""
-        if self._listener is not None and not self._listener.is_closed():
-            return
-        listener: asyncpg.Connection | None = None
-        try:
-            listener = await asyncpg.connect(self.db.settings.dsn, timeout=5)
-            await listener.add_listener(OUTBOX_CHANNEL, self._on_notify)
-            # A lost listener wakes the loop, which listens again at once.
-            listener.add_termination_listener(self._on_notify)
-        except Exception as exc:
-            log.warning("outbox LISTEN unavailable (%s); polling meanwhile", exc)
-            if listener is not None:  # connected, but LISTEN failed: do not leak it
-                listener.terminate()
-            return
-        self._listener = listener
-        # Events committed while nobody listened are found by the pass that follows.
-        self._wake.set()
 
 
 def _reason(error: BaseException) -> str:

@@ -1,4 +1,4 @@
-"""Per-run RabbitMQ vhosts, and a broker outage that always ends with the node running again.
+"""Per-run RabbitMQ vhosts, and broker outages on a private node that always runs again after.
 
 Against the local broker a run gets its own vhost (`rabbitmqctl add_vhost`), deleted when it
 ends, so no test ever publishes into the default vhost "/".
@@ -9,25 +9,34 @@ from __future__ import annotations
 import asyncio
 import shutil
 import subprocess
-import time
+import uuid
+import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import AbstractContextManager, asynccontextmanager
 from urllib.parse import quote, urlsplit, urlunsplit
 
 import pytest
-import pytest_asyncio
 
-from bazaar.shared.testing.infrastructure import Resolved, is_reachable, resolve
+from bazaar.shared.testing.infrastructure import Resolved, resolve
+from bazaar.shared.testing.private import PrivateRabbit, can_run_private_node, private_workdir
 
 LOCAL_AMQP = "amqp://guest:guest@127.0.0.1:5672/"
-#: How long a restarted node may take to accept connections again.
-RESTART_TIMEOUT = 90.0
+
+
+#: The image a run starts when no broker answers (testcontainers fallback).
+RABBITMQ_IMAGE = "rabbitmq:3.13-alpine"
 
 
 def _start_rabbitmq_container() -> tuple[str, AbstractContextManager[object]]:
-    from testcontainers.rabbitmq import RabbitMqContainer
+    with warnings.catch_warnings():
+        # testcontainers' own RabbitMQ module (4.15) still waits with its deprecated decorator:
+        # a DeprecationWarning at import, which filterwarnings=error would turn into a failure.
+        warnings.filterwarnings(
+            "ignore", "The @wait_container_is_ready decorator is deprecated", DeprecationWarning
+        )
+        from testcontainers.community.rabbitmq import RabbitMqContainer  # needs pika
 
-    container = RabbitMqContainer("rabbitmq:3.13-alpine")
+    container = RabbitMqContainer(RABBITMQ_IMAGE)
     container.__enter__()
     host, port = container.get_container_host_ip(), container.get_exposed_port(5672)
     return f"amqp://guest:guest@{host}:{port}/", container
@@ -81,58 +90,30 @@ def amqp_url(amqp_server: Resolved, test_run_id: str) -> Iterator[str]:
         _rabbitmqctl("set_permissions", "-p", vhost, user, ".*", ".*", ".*")
         yield with_vhost(amqp_server.url, vhost)
     finally:
-        _ensure_running()
         _rabbitmqctl("delete_vhost", vhost, check=False)
 
 
-def _ensure_running() -> None:
-    """Start the node if a test left it stopped, and wait until it serves."""
-    if is_reachable(LOCAL_AMQP):
-        return
-    subprocess.run(["rabbitmq-server", "-detached"], timeout=60, check=False)
-    deadline = time.monotonic() + RESTART_TIMEOUT
-    while not is_reachable(LOCAL_AMQP) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    _rabbitmqctl("await_startup", check=False)
-
-
-def _stop_node() -> None:
-    _rabbitmqctl("stop", check=False)
-    deadline = time.monotonic() + RESTART_TIMEOUT
-    while is_reachable(LOCAL_AMQP, 0.2) and time.monotonic() < deadline:
-        time.sleep(0.1)
-
-
 class BrokerOutage:
-    """Stop the whole local RabbitMQ node and start it again (Debian's 3.10 cannot restart
-    the app alone reliably, so the node goes: `rabbitmqctl stop`, `rabbitmq-server -detached`).
+    """A RabbitMQ node of the test's own that it can stop and start again.
+
+    The node is private (`PrivateRabbit`: own name, port and directory), never the machine's:
+    restarting a shared node broke the runs that used it meanwhile (a `rabbitmqctl add_vhost`
+    that never returned, a declaration that never got its answer).
     """
 
-    def __init__(self, url: str) -> None:
-        self.url = url
+    def __init__(self, node: PrivateRabbit) -> None:
+        self.node = node
+        self.url = node.url
         self.outages = 0
 
     async def stop(self) -> None:
-        """Stop the node; returns once nothing listens on 5672."""
-        await asyncio.to_thread(_stop_node)
+        """Stop the node; returns once nothing listens on its port."""
+        await asyncio.to_thread(self.node.halt)
         self.outages += 1
 
     async def start(self) -> None:
-        """Start the node and wait until this run's vhost takes connections."""
-        await asyncio.to_thread(_ensure_running)
-        import aio_pika
-
-        deadline = time.monotonic() + RESTART_TIMEOUT
-        while True:
-            try:
-                connection = await aio_pika.connect(self.url, timeout=2)
-            except Exception:
-                if time.monotonic() > deadline:
-                    raise
-                await asyncio.sleep(0.2)
-            else:
-                await connection.close()
-                return
+        """Start the node again (same port, same queues) and wait until it takes connections."""
+        await asyncio.to_thread(self.node.start)
 
     @asynccontextmanager
     async def down(self) -> AsyncIterator[None]:
@@ -144,16 +125,17 @@ class BrokerOutage:
             await self.start()
 
 
-@pytest_asyncio.fixture(loop_scope="session")
-async def broker_outage(amqp_server: Resolved, amqp_url: str) -> AsyncIterator[BrokerOutage]:
-    """A broker outage helper (skips the test where this run cannot control the node)."""
-    if not controls_local_node(amqp_server):
-        pytest.skip("broker outages need the local RabbitMQ node and rabbitmqctl")
-    outage = BrokerOutage(amqp_url)
+@pytest.fixture
+def broker_outage() -> Iterator[BrokerOutage]:
+    """A private broker node the test may stop and start (skips where none can run)."""
+    if not can_run_private_node():
+        pytest.skip("broker outages need rabbitmq-server to start a private node")
+    node = PrivateRabbit(private_workdir("bazaar-rabbitmq-"), uuid.uuid4().hex[:8], "bazaar-outage")
     try:
-        yield outage
+        node.start()
+        yield BrokerOutage(node)
     finally:
-        await outage.start()
+        node.stop()
 
 
 class EventTap:

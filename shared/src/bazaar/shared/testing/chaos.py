@@ -18,12 +18,14 @@ class Mode(StrEnum):
     RESET = "reset"  # accept, then reset the connection (RST) at once
     HANG = "hang"  # accept, read, never answer
     REFUSE = "refuse"  # stop listening: connections are refused
+    STALL = "stall"  # open connections stay open but nothing passes (a frozen peer); new hang
 
 
 class ChaosProxy:
     """Sits between a client and a real server on 127.0.0.1; switch `mode` at any time.
 
-    Switching away from FORWARD also cuts the connections already open, as a crash would.
+    Switching to RESET, HANG or REFUSE also cuts the connections already open, as a crash
+    would; STALL keeps them open and silent until the mode is FORWARD again (SIGSTOP, SIGCONT).
     """
 
     def __init__(self, target_host: str, target_port: int) -> None:
@@ -32,6 +34,8 @@ class ChaosProxy:
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._writers: set[asyncio.StreamWriter] = set()
+        self._flowing = asyncio.Event()
+        self._flowing.set()
         self.port = 0
         self.connections = 0
 
@@ -46,9 +50,13 @@ class ChaosProxy:
         return self._mode
 
     async def set_mode(self, mode: Mode) -> None:
-        """Switch mode; anything but FORWARD drops open connections."""
+        """Switch mode; RESET, HANG and REFUSE drop open connections, STALL freezes them."""
         self._mode = mode
-        if mode is not Mode.FORWARD:
+        if mode is Mode.STALL:
+            self._flowing.clear()
+        else:
+            self._flowing.set()
+        if mode not in (Mode.FORWARD, Mode.STALL):
             for writer in list(self._writers):
                 _reset(writer)
         if mode is Mode.REFUSE and self._server is not None:
@@ -87,7 +95,7 @@ class ChaosProxy:
         try:
             if self._mode is Mode.RESET:
                 _reset(writer)
-            elif self._mode is Mode.HANG:
+            elif self._mode in (Mode.HANG, Mode.STALL):
                 while await reader.read(65536):
                     pass
             else:
@@ -104,16 +112,21 @@ class ChaosProxy:
         up_reader, up_writer = await asyncio.open_connection(*self._target)
         self._writers.add(up_writer)
         try:
-            await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer))
+            await asyncio.gather(
+                _pipe(reader, up_writer, self._flowing), _pipe(up_reader, writer, self._flowing)
+            )
         finally:
             self._writers.discard(up_writer)
             with contextlib.suppress(Exception):
                 up_writer.close()
 
 
-async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+async def _pipe(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, flowing: asyncio.Event
+) -> None:
     try:
         while data := await reader.read(65536):
+            await flowing.wait()
             writer.write(data)
             await writer.drain()
     except ConnectionError:

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import gc
 import os
-import shutil
 import socket
-import subprocess
+import warnings
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
@@ -40,19 +40,38 @@ def is_reachable(url: str, timeout: float = 1.0) -> bool:
 
 
 def docker_engine_available() -> bool:
-    """Answer whether a Docker engine (not just the client) answers here."""
-    if shutil.which("docker") is None:
+    """Answer whether a Docker-compatible engine answers where testcontainers will look.
+
+    That is testcontainers' own client: `$DOCKER_HOST` (a Docker engine, or Podman's
+    `podman system service` socket), else ~/.testcontainers.properties, else Docker's default
+    socket. A `docker` command without an engine behind it does not count. With Podman on
+    this kind of machine testcontainers also wants TESTCONTAINERS_RYUK_DISABLED=true (its
+    reaper needs Docker's socket) and TESTCONTAINERS_CONNECTION_MODE=docker_host (it takes
+    the sandbox for a container and would look for a bridge network).
+    """
+    with warnings.catch_warnings():
+        # docker-py leaves the socket of a refused connection to the garbage collector.
+        warnings.simplefilter("ignore", ResourceWarning)
+        answers = _docker_ping()
+        gc.collect()
+    return answers
+
+
+def _docker_ping() -> bool:
+    from docker.errors import DockerException
+    from requests.exceptions import RequestException
+    from testcontainers.core.docker_client import DockerClient
+
+    try:
+        client = DockerClient(timeout=10).client
+    except (DockerException, RequestException, OSError):
         return False
     try:
-        done = subprocess.run(
-            ["docker", "info", "--format", "{{.ServerVersion}}"],
-            capture_output=True,
-            timeout=10,
-            check=False,
-        )
-    except (OSError, subprocess.TimeoutExpired):
+        return bool(client.ping())
+    except (DockerException, RequestException, OSError):
         return False
-    return done.returncode == 0 and bool(done.stdout.strip())
+    finally:
+        client.close()
 
 
 def resolve(

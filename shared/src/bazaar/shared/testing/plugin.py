@@ -6,9 +6,10 @@ get these fixtures without copying them.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Generator, Iterator
 
 import pytest
 import pytest_asyncio
@@ -24,6 +25,7 @@ from bazaar.shared.testing.tokens import (  # re-exported fixtures
     token_issuer,
     verifier_settings,
 )
+from bazaar.shared.testing.watchdog import Watchdog, limit_seconds
 
 __all__ = [
     "TokenIssuer",
@@ -65,3 +67,26 @@ async def database_factory(
     factory = DatabaseFactory(postgres_server.url, test_run_id)
     yield factory
     await factory.drop_all()
+
+
+_watchdog = Watchdog(limit_seconds())
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item: pytest.Item) -> Generator[None, object, object]:
+    """Watch each test (setup, call, teardown): a hung one fails instead of stalling the run."""
+    if _watchdog.limit <= 0:
+        return (yield)
+    _watchdog.start(item.nodeid, item.path)
+    try:
+        return (yield)
+    finally:
+        _watchdog.stop()
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session", autouse=True)
+async def _watched_loop() -> AsyncIterator[None]:
+    """Tell the watchdog which event loop the tests run on."""
+    _watchdog.loop = asyncio.get_running_loop()
+    yield
+    _watchdog.loop = None

@@ -16,10 +16,14 @@ LOCAL_POSTGRES = "postgresql://postgres@127.0.0.1:5432/postgres"
 _SAFE_NAME = re.compile(r"^[a-z0-9_]{1,63}$")
 
 
-def _start_postgres_container() -> tuple[str, AbstractContextManager[object]]:
-    from testcontainers.postgres import PostgresContainer
+#: The image a run starts when no PostgreSQL answers (testcontainers fallback).
+POSTGRES_IMAGE = "postgres:16-alpine"
 
-    container = PostgresContainer("postgres:16-alpine", driver=None)
+
+def _start_postgres_container() -> tuple[str, AbstractContextManager[object]]:
+    from testcontainers.community.postgres import PostgresContainer
+
+    container = PostgresContainer(POSTGRES_IMAGE, driver=None)
     container.__enter__()
     return container.get_connection_url(), container
 

@@ -21,10 +21,14 @@ if TYPE_CHECKING:
 LOCAL_REDIS = "redis://127.0.0.1:6379/0"
 
 
+#: The image a run starts when no Redis answers (testcontainers fallback).
+REDIS_IMAGE = "redis:7-alpine"
+
+
 def _start_redis_container() -> tuple[str, AbstractContextManager[object]]:
     from testcontainers.community.redis import RedisContainer
 
-    container = RedisContainer("redis:7-alpine")
+    container = RedisContainer(REDIS_IMAGE)
     container.__enter__()
     host, port = container.get_container_host_ip(), container.get_exposed_port(6379)
     return f"redis://{host}:{port}/0", container
