@@ -13,6 +13,7 @@ import asyncio
 import base64
 import contextlib
 import itertools
+import json
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -33,6 +34,7 @@ from bazaar.orders.app import create_app
 from bazaar.orders.cli import MIGRATIONS_DIR
 from bazaar.orders.config import OrdersSettings
 from bazaar.shared import migrations
+from bazaar.shared.problem import PROBLEM_BASE_URI
 from bazaar.shared.testing.amqp import eventually as shared_eventually
 from bazaar.shared.testing.asgi import serve_in_process
 from bazaar.shared.testing.chaos import ChaosProxy, chaos_proxy
@@ -156,19 +158,50 @@ class SlowCatalog:
     down: bool = False
     #: How long an answer is held at most (orders has long given up by then).
     hold_seconds: float = 5.0
+    #: Order ids whose reservations are answered 409 idempotency-key-in-use (an earlier
+    #: attempt stuck in catalog) without reaching catalog, while other orders are served.
+    stuck: set[str] = field(default_factory=set)
+    #: How long a stuck order's 409 takes (so other calls are answered while it is asked).
+    stuck_seconds: float = 0.0
     #: The status of every reservation catalog answered, held back or not.
     answered: list[int] = field(default_factory=list)
     held: int = 0
+    #: Reservation requests received, whatever became of them.
+    reservations_seen: int = 0
+    #: Reservation requests in flight now, per Idempotency-Key; keys ever in flight twice at
+    #: once; the most reservation requests in flight at once.
+    in_flight: dict[str, int] = field(default_factory=dict)
+    overlapping: set[str] = field(default_factory=set)
+    most_in_flight: int = 0
     _let_go: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def forward(self, request: web.Request) -> web.StreamResponse:
+        if request.method != "POST" or request.path != "/v1/reservations":
+            return await self._forward(request)
+        self.reservations_seen += 1
+        key = request.headers.get("Idempotency-Key", "")
+        self.in_flight[key] = self.in_flight.get(key, 0) + 1
+        if self.in_flight[key] > 1:
+            self.overlapping.add(key)
+        self.most_in_flight = max(self.most_in_flight, sum(self.in_flight.values()))
+        try:
+            return await self._forward(request)
+        finally:
+            self.in_flight[key] -= 1
+
+    async def _forward(self, request: web.Request) -> web.StreamResponse:
         if self.down:
             return web.json_response({"detail": "catalog is down"}, status=503)
+        data = await request.read()
+        if request.path == "/v1/reservations" and data and _order_id(data) in self.stuck:
+            await asyncio.sleep(self.stuck_seconds)
+            problem = {"type": PROBLEM_BASE_URI + "idempotency-key-in-use", "status": 409}
+            return web.json_response(problem, status=409)
         headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP_BY_HOP}
         async with self.session.request(
             request.method,
             self.target + request.rel_url.raw_path_qs,
-            data=await request.read(),
+            data=data,
             headers=headers,
         ) as upstream:
             body = await upstream.read()
@@ -192,6 +225,14 @@ class SlowCatalog:
         self.holding = False
         self.hold_next = 0
         self._let_go.set()
+
+
+def _order_id(body: bytes) -> str | None:
+    try:
+        order_id = json.loads(body).get("order_id")
+    except (ValueError, AttributeError):
+        return None
+    return str(order_id) if order_id else None
 
 
 @pytest_asyncio.fixture

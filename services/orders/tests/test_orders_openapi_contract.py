@@ -25,3 +25,15 @@ def test_the_contract_documents_every_public_orders_route() -> None:
     assert set(paths["/v1/orders/{order_id}/cancel"]) == {"post"}
     assert {"201", "202", "400", "409", "422"} <= set(paths["/v1/orders"]["post"]["responses"])
     assert "bearerAuth" in document["components"]["securitySchemes"]
+
+
+def test_cancel_documents_either_scope_as_alternative_requirements() -> None:
+    document = create_app(OrdersSettings(_env_file=None)).openapi()  # type: ignore[call-arg]
+    cancel = document["paths"]["/v1/orders/{order_id}/cancel"]["post"]
+    # OpenAPI: the requirements of one list entry all apply; the entries are alternatives.
+    assert cancel["security"] == [
+        {"bearerAuth": ["orders:write"]},
+        {"bearerAuth": ["orders:admin"]},
+    ]
+    place = document["paths"]["/v1/orders"]["post"]
+    assert place["security"] == [{"bearerAuth": ["orders:write"]}]

@@ -171,10 +171,11 @@ async def test_bad_basic_credentials_answer_401_invalid_client_with_a_basic_chal
         pytest.param("Basic " + base64.b64encode(b"orders").decode(), id="no colon"),
         pytest.param("Bearer some.jwt.token", id="another scheme"),
         pytest.param("Basic " + base64.b64encode(b"\xff\xfe:\xff").decode(), id="not utf-8"),
+        pytest.param(b"Basic caf\xe9:s\xe9cret", id="not ascii"),
     ],
 )
 async def test_a_malformed_authorization_header_answers_401_with_a_basic_challenge(
-    client: httpx.AsyncClient, expect_oauth_error: Check, authorization: str
+    client: httpx.AsyncClient, expect_oauth_error: Check, authorization: str | bytes
 ) -> None:
     response = await client.post(
         TOKEN,

@@ -75,6 +75,17 @@ async def test_an_empty_catalog_lists_no_items_and_no_next_page(
     assert "Link" not in response.headers
 
 
+async def test_a_list_may_be_kept_by_shared_caches_for_30_seconds(
+    client: httpx.AsyncClient, new_product: Any
+) -> None:
+    await new_product()
+
+    response = await client.get("/v1/products", params={"q": "Test", "limit": 5})
+
+    assert response.status_code == 200
+    assert response.headers["Cache-Control"] == "public, max-age=0, s-maxage=30"
+
+
 async def test_products_are_listed_newest_first_with_their_fields(
     client: httpx.AsyncClient, new_product: Any
 ) -> None:

@@ -8,6 +8,10 @@ from typing import Any
 import httpx
 import pytest
 
+from bazaar.catalog.app import create_app
+from bazaar.catalog.config import CatalogSettings
+from bazaar.shared.testing.asgi import serve_in_process
+
 
 async def test_a_product_is_public_and_answers_200_with_a_strong_etag_and_cache_control(
     client: httpx.AsyncClient, new_product: Any
@@ -21,7 +25,8 @@ async def test_a_product_is_public_and_answers_200_with_a_strong_etag_and_cache_
     assert response.json() == product
     etag = response.headers["ETag"]
     assert etag.startswith('"') and etag.endswith('"'), "a strong ETag is not W/-prefixed"
-    assert response.headers["Cache-Control"]
+    # Browsers revalidate; shared caches (the gateway) may keep it 30 s (API.md).
+    assert response.headers["Cache-Control"] == "public, max-age=0, s-maxage=30"
 
 
 async def test_the_etag_is_stable_while_the_product_is_unchanged(
@@ -58,7 +63,7 @@ async def test_a_matching_if_none_match_answers_304_with_no_body(
     assert response.status_code == 304
     assert response.content == b""
     assert response.headers["ETag"] == etag
-    assert response.headers["Cache-Control"]
+    assert response.headers["Cache-Control"] == "public, max-age=0, s-maxage=30"
 
 
 @pytest.mark.parametrize(
@@ -145,3 +150,17 @@ async def test_a_bearer_token_is_not_needed_to_read(
     customer = await client.get(f"/v1/products/{product['id']}", headers=auth("catalog:read"))
 
     assert anonymous.status_code == customer.status_code == 200
+
+
+async def test_the_shared_cache_lifetime_is_a_setting(
+    catalog_settings: CatalogSettings, new_product: Any
+) -> None:
+    product = await new_product()
+    settings = catalog_settings.model_copy(update={"cache_s_maxage": 5})
+
+    async with serve_in_process(create_app(settings), base_url="http://catalog.test") as other:
+        read = await other.get(f"/v1/products/{product['id']}")
+        listed = await other.get("/v1/products")
+
+    assert read.headers["Cache-Control"] == "public, max-age=0, s-maxage=5"
+    assert listed.headers["Cache-Control"] == "public, max-age=0, s-maxage=5"

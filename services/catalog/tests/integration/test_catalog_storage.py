@@ -10,6 +10,7 @@ import asyncpg
 import pytest
 
 from bazaar.catalog.adapters.products import ProductRepository
+from bazaar.catalog.adapters.reservations import ReservationRepository
 from bazaar.catalog.adapters.uow import SqlUnitOfWork
 from bazaar.catalog.domain.errors import (
     DuplicateSku,
@@ -18,7 +19,13 @@ from bazaar.catalog.domain.errors import (
     ProductNotFound,
     ReservationNotFound,
 )
-from bazaar.catalog.domain.model import NewProduct, ProductFilter, RequestedLine
+from bazaar.catalog.domain.model import (
+    NewProduct,
+    ProductFilter,
+    RequestedLine,
+    Reservation,
+    reserve_lines,
+)
 from bazaar.catalog.service import products as product_use
 from bazaar.catalog.service import reservations as reservation_use
 
@@ -187,3 +194,39 @@ async def test_each_change_writes_its_event_in_the_same_transaction(catalog_db: 
 
     assert await catalog_db.fetchval("SELECT count(*) FROM product") == 0
     assert await catalog_db.fetchval("SELECT count(*) FROM outbox") == 0
+
+
+class CountingConnection:
+    """A connection that counts the statements sent through it."""
+
+    def __init__(self, conn: Any) -> None:
+        self.conn = conn
+        self.statements = 0
+
+    def __getattr__(self, name: str) -> Any:
+        if name in {"execute", "executemany", "fetch", "fetchrow", "fetchval"}:
+            self.statements += 1
+        return getattr(self.conn, name)
+
+
+async def test_a_reservation_and_all_its_lines_are_stored_in_one_statement(
+    catalog_db: Any,
+) -> None:
+    a, b = await add(catalog_db, "A", stock=10), await add(catalog_db, "B", stock=10)
+    reservation = Reservation(
+        id=uuid.uuid4(),
+        order_id=uuid.uuid4(),
+        lines=reserve_lines([RequestedLine(b.id, 2), RequestedLine(a.id, 3)], {a.id: a, b.id: b}),
+    )
+    counting = CountingConnection(catalog_db)
+    async with catalog_db.transaction():
+        await ReservationRepository(counting).add(reservation)  # type: ignore[arg-type]
+
+    assert counting.statements == 1
+    stored = await ReservationRepository(catalog_db).get(reservation.id)
+    assert stored is not None
+    assert [(li.sku, li.quantity, li.unit_price_cents) for li in stored.lines] == [
+        ("B", 2, 500),
+        ("A", 3, 500),
+    ]
+    assert (stored.order_id, stored.status) == (reservation.order_id, "active")

@@ -136,3 +136,33 @@ def test_a_reservation_of_1_to_50_lines_of_1_to_1000_is_valid(body: dict[str, An
 def test_a_reservation_beyond_the_limits_is_invalid(body: dict[str, Any]) -> None:
     with pytest.raises(ValidationError):
         ReservationCreate.model_validate(body)
+
+
+def test_a_product_is_written_byte_for_byte_as_json_response_writes_it() -> None:
+    # The product routes write ProductRead's JSON directly; the answers must not change.
+    from datetime import UTC, datetime
+
+    from starlette.responses import JSONResponse
+
+    from bazaar.catalog.api.products import _product_response
+    from bazaar.catalog.api.schemas import ProductRead
+    from bazaar.catalog.domain.model import Product
+
+    tricky = 'Café “Ünïcode” \\ " \n\t\x01\x7f\u2028 😀'
+    for description in (None, tricky):
+        item = Product(
+            id=uuid.uuid4(),
+            sku="MUG-1",
+            name=tricky,
+            description=description,
+            price_cents=1999,
+            currency="EUR",
+            stock=3,
+            version=2,
+            created_at=datetime.now(UTC),
+            updated_at=datetime(2026, 1, 1, 12, 0, 0, 123456, tzinfo=UTC),
+        )
+        expected = JSONResponse(ProductRead.of(item).model_dump(mode="json"))
+        written = _product_response(item, {})
+        assert written.body == expected.body
+        assert written.headers["content-type"] == expected.headers["content-type"]

@@ -7,6 +7,9 @@ from datetime import datetime
 from typing import Any
 
 import httpx
+import pytest
+
+from bazaar.orders.adapters.uow import SqlTransactions
 
 ORDER_FIELDS = {
     "id",
@@ -266,3 +269,39 @@ async def test_one_key_used_by_two_customers_places_two_orders(
     assert alice.json()["id"] != bob.json()["id"]
     assert bob.json()["customer_id"] == "bob"
     assert await stock_of(product["id"]) == 3
+
+
+async def test_the_pending_order_is_written_by_the_statement_that_claims_the_key(
+    place: Any,
+    new_product: Any,
+    customer: Any,
+    stored_orders: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # One round trip and one commit for the claim and the order: no INSERT of its own.
+    def no_separate_insert(self: SqlTransactions) -> Any:
+        raise AssertionError("the order was inserted apart from the claim")
+
+    monkeypatch.setattr(SqlTransactions, "autocommit", no_separate_insert)
+    mug = await new_product(stock=5)
+
+    response = await place([{"product_id": mug["id"], "quantity": 1}], headers=customer("alice"))
+
+    assert response.status_code == 201, response.text
+    [row] = await stored_orders()
+    assert (str(row["id"]), row["status"]) == (response.json()["id"], "confirmed")
+
+
+async def test_duplicate_lines_are_refused_after_the_claim_so_the_refusal_is_replayed(
+    place: Any, new_product: Any, customer: Any, stored_orders: Any
+) -> None:
+    mug = await new_product(stock=5)
+    lines = [{"product_id": mug["id"], "quantity": 1}, {"product_id": mug["id"], "quantity": 2}]
+
+    first = await place(lines, key="dup-lines", headers=customer("alice"))
+    again = await place(lines, key="dup-lines", headers=customer("alice"))
+
+    assert first.status_code == again.status_code
+    assert 400 <= first.status_code < 500
+    assert again.headers.get("idempotent-replayed") == "true"
+    assert await stored_orders() == []

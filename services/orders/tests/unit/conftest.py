@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
@@ -14,9 +15,11 @@ import pytest
 
 from bazaar.orders.domain.model import Order, OrderLine, PricedReservation, RequestedLine
 from bazaar.orders.service.ports import (
+    CatalogState,
     Invalid,
     OrderFilter,
     OutOfStock,
+    PendingBacklog,
     Reserved,
     ReserveOutcome,
     Unavailable,
@@ -25,12 +28,17 @@ from bazaar.orders.service.ports import (
 
 @dataclass
 class MemoryOrders:
-    """Orders in a dict; `claim_due` hands out every order the reconciler must look at."""
+    """Orders in a dict; `claim_due` leases the orders the reconciler must look at.
+
+    A lease holds until `end_leases()` (a test calls it between reconciler rounds, as if the
+    leases had run out): within one round an order is handed out once.
+    """
 
     rows: dict[UUID, Order] = field(default_factory=dict)
     keys: dict[tuple[str, str], UUID] = field(default_factory=dict)
     claims: list[dict[str, Any]] = field(default_factory=list)
     locked: list[UUID] = field(default_factory=list)
+    leased: set[UUID] = field(default_factory=set)
 
     async def add(self, order: Order, *, idempotency_key: str | None) -> Order:
         assert order.id not in self.rows
@@ -76,16 +84,38 @@ class MemoryOrders:
         return found[:limit]
 
     async def claim_due(
-        self, *, limit: int, lease_seconds: float, max_backoff: float
+        self, *, limit: int, lease_seconds: float, max_backoff: float, min_lease: float
     ) -> list[Order]:
         self.claims.append(
-            {"limit": limit, "lease_seconds": lease_seconds, "max_backoff": max_backoff}
+            {
+                "limit": limit,
+                "lease_seconds": lease_seconds,
+                "max_backoff": max_backoff,
+                "min_lease": min_lease,
+            }
         )
-        due = [o for o in self.rows.values() if o.is_pending or o.release_pending]
-        return due[:limit]
+        due = sorted(
+            (
+                o
+                for o in self.rows.values()
+                if (o.is_pending or o.release_pending) and o.id not in self.leased
+            ),
+            key=lambda o: (o.created_at, o.id),
+        )[:limit]
+        self.leased.update(o.id for o in due)
+        return due
+
+    def end_leases(self) -> None:
+        """Every lease has run out: the orders are due again."""
+        self.leased.clear()
 
     async def mark_stock_released(self, order_id: UUID, reservation_id: UUID) -> bool:
         return False
+
+    async def pending_backlog(self) -> PendingBacklog:
+        created = [o.created_at for o in self.rows.values() if o.is_pending]
+        oldest = (datetime.now(UTC) - min(created)).total_seconds() if created else 0.0
+        return PendingBacklog(count=len(created), oldest_seconds=oldest)
 
 
 @dataclass
@@ -141,7 +171,8 @@ class FakeCatalog:
     """Catalog with stock: reserves once per order (a replay after), releases once.
 
     `script` (outcomes by order id, consumed one per call) overrides the stock rules, to play
-    an outage (`Unavailable`) or a refusal.
+    an outage (`Unavailable`) or a refusal. `breaker` is what `state()` says; `seconds`, how
+    long each call takes (so calls overlap; `most_in_flight` counts them).
     """
 
     stock: dict[UUID, int] = field(default_factory=dict)
@@ -157,9 +188,26 @@ class FakeCatalog:
     invalid: str | None = None
     reserve_calls: list[tuple[UUID, list[RequestedLine]]] = field(default_factory=list)
     release_calls: list[UUID] = field(default_factory=list)
+    breaker: CatalogState = CatalogState.UP
+    seconds: float = 0.0
+    in_flight: int = 0
+    most_in_flight: int = 0
+
+    def state(self) -> CatalogState:
+        return self.breaker
 
     async def reserve(self, order_id: UUID, lines: Sequence[RequestedLine]) -> ReserveOutcome:
         self.reserve_calls.append((order_id, list(lines)))
+        self.in_flight += 1
+        self.most_in_flight = max(self.most_in_flight, self.in_flight)
+        try:
+            if self.seconds:
+                await asyncio.sleep(self.seconds)
+            return self._reserve(order_id, lines)
+        finally:
+            self.in_flight -= 1
+
+    def _reserve(self, order_id: UUID, lines: Sequence[RequestedLine]) -> ReserveOutcome:
         if self.down:
             return Unavailable("catalog is down")
         if self.invalid is not None:

@@ -1,4 +1,4 @@
-"""The catalog breaker: a hanging call trips it, a cancellation survives it, a gauge shows it."""
+"""The catalog breaker: a hanging call trips it, a cancellation survives it, metrics show it."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pybreaker
 import pytest
 from prometheus_client import CollectorRegistry
 
-from bazaar.orders.adapters.breaker import make_breaker
+from bazaar.orders.adapters.breaker import BreakerBoard, make_breaker
 
 
 async def _hang_in(breaker: pybreaker.CircuitBreaker) -> None:
@@ -65,18 +65,97 @@ async def test_the_failure_that_trips_the_breaker_is_raised_as_itself() -> None:
     assert breaker.current_state == "open"
 
 
-async def test_the_breaker_state_is_exported_as_a_gauge() -> None:
+async def test_the_breaker_state_goes_0_2_1_0_and_its_openings_are_counted() -> None:
     registry = CollectorRegistry()
-    breaker = make_breaker("catalog", fail_max=1, reset_timeout=0.05, registry=registry)
+    breaker = make_breaker("catalog", fail_max=1, reset_timeout=0.05, board=BreakerBoard(registry))
 
-    def gauge() -> float | None:
-        return registry.get_sample_value("bazaar_circuit_breaker_state", {"dependency": "catalog"})
+    def scraped() -> tuple[float | None, float | None]:
+        labels = {"dependency": "catalog"}
+        return (
+            registry.get_sample_value("bazaar_circuit_breaker_state", labels),
+            registry.get_sample_value("bazaar_circuit_breaker_opened_total", labels),
+        )
 
-    assert gauge() == 0
+    seen = [scraped()]
+    _trip(breaker)
+    seen.append(scraped())
+    await asyncio.sleep(0.06)
+    seen.append(scraped())  # its trial is due: half-open, as the gateway's breakers say
+    with breaker.calling():  # the trial succeeds
+        seen.append(scraped())
+    seen.append(scraped())
+    _trip(breaker)
+    seen.append(scraped())
+
+    # The encoding of every breaker: 0 closed, 1 half-open, 2 open.
+    assert seen == [(0, 0), (2, 1), (1, 1), (1, 1), (0, 1), (2, 2)]
+
+
+async def test_a_failed_trial_counts_as_opening_again() -> None:
+    registry = CollectorRegistry()
+    breaker = make_breaker("catalog", fail_max=1, reset_timeout=60, board=BreakerBoard(registry))
+
+    _trip(breaker)
+    _fail_trial(breaker)
+
+    labels = {"dependency": "catalog"}
+    assert registry.get_sample_value("bazaar_circuit_breaker_state", labels) == 2
+    assert registry.get_sample_value("bazaar_circuit_breaker_opened_total", labels) == 2
+
+
+async def test_breakers_of_several_dependencies_are_scraped_from_one_registry() -> None:
+    registry = CollectorRegistry()
+    board = BreakerBoard(registry)
+    catalog = make_breaker("catalog", fail_max=1, reset_timeout=60, board=board)
+    make_breaker("auth", fail_max=1, reset_timeout=60, board=board)
+
+    _trip(catalog)
+
+    def scraped(dependency: str) -> tuple[float | None, float | None]:
+        labels = {"dependency": dependency}
+        return (
+            registry.get_sample_value("bazaar_circuit_breaker_state", labels),
+            registry.get_sample_value("bazaar_circuit_breaker_opened_total", labels),
+        )
+
+    assert (scraped("catalog"), scraped("auth")) == ((2, 1), (0, 0))
+
+
+def _trip(breaker: pybreaker.CircuitBreaker) -> None:
     with pytest.raises(ConnectionError), breaker.calling():
         raise ConnectionError("refused")
-    assert gauge() == 2
-    await asyncio.sleep(0.06)
-    with breaker.calling():  # the probe after the reset timeout succeeds
-        assert gauge() == 1
-    assert gauge() == 0
+
+
+def _fail_trial(breaker: pybreaker.CircuitBreaker) -> None:
+    breaker.half_open()  # its reset time has passed: the next call is a trial
+    _trip(breaker)
+
+
+def test_each_failed_trial_doubles_the_pause_up_to_the_max_and_a_success_starts_over() -> None:
+    breaker = make_breaker("catalog", fail_max=1, reset_timeout=0.5, max_reset_timeout=2.0)
+    pauses: list[float] = []
+
+    _trip(breaker)
+    pauses.append(breaker.reset_timeout)
+    for _ in range(4):
+        _fail_trial(breaker)
+        pauses.append(breaker.reset_timeout)
+    breaker.half_open()
+    with breaker.calling():
+        pass
+    assert breaker.current_state == "closed"
+    _trip(breaker)
+
+    # Each pause is drawn at 0.5-1x of 0.5, 1, 2, 2, 2 s; after a success 0.5 s again.
+    for pause, nominal in zip(pauses, [0.5, 1.0, 2.0, 2.0, 2.0], strict=True):
+        assert nominal / 2 <= pause <= nominal, pauses
+    assert 0.25 <= breaker.reset_timeout <= 0.5
+
+
+def test_replicas_draw_their_pauses_apart() -> None:
+    pauses = set()
+    for _ in range(20):
+        breaker = make_breaker("catalog", fail_max=1, reset_timeout=1.0, max_reset_timeout=8.0)
+        _trip(breaker)
+        pauses.add(breaker.reset_timeout)
+    assert len(pauses) > 10

@@ -9,17 +9,21 @@ from typing import Any
 from bazaar.orders.domain.model import (
     Order,
     OrderStatus,
-    RejectReason,
     RequestedLine,
     unpriced_lines,
 )
 from bazaar.orders.service import orders as use
-from bazaar.orders.service.ports import OutOfStock, Unavailable
+from bazaar.orders.service.ports import OutOfStock, PendingBacklog, Unavailable
 from bazaar.orders.service.reconcile import ReconcilePolicy, reconcile_once
 
 MUG = uuid.uuid4()
 POLICY = ReconcilePolicy(
-    batch_size=7, lease_seconds=0.5, max_backoff_seconds=4.0, pending_max_age=timedelta(minutes=1)
+    batch_size=7,
+    concurrency=8,
+    lease_seconds=0.5,
+    max_backoff_seconds=4.0,
+    work_seconds=2.0,
+    pending_max_age=timedelta(minutes=1),
 )
 
 
@@ -46,6 +50,7 @@ def _pending(
 
 
 async def _reconcile(transactions: Any, catalog: Any) -> int:
+    transactions.orders.end_leases()  # a round starts once the last round's leases ran out
     return await reconcile_once(transactions=transactions, catalog=catalog, policy=POLICY)
 
 
@@ -69,7 +74,9 @@ async def test_a_pending_order_is_confirmed_once_catalog_reserves(
     assert fake_catalog.stock == {MUG: 3}
     [event] = transactions.events.of(use.PLACED)
     assert event["data"]["status"] == "confirmed"
-    assert transactions.orders.claims == [{"limit": 7, "lease_seconds": 0.5, "max_backoff": 4.0}]
+    assert transactions.orders.claims == [
+        {"limit": 7, "lease_seconds": 0.5, "max_backoff": 4.0, "min_lease": 2.0}
+    ]
 
 
 async def test_a_pending_order_catalog_cannot_serve_is_rejected(
@@ -116,43 +123,6 @@ async def test_a_reservation_found_again_is_the_one_that_landed_never_a_second(
 
     assert _now(transactions, order).reservation_id == landed.reservation.id
     assert fake_catalog.stock == {MUG: 4}
-
-
-async def test_an_order_pending_too_long_is_rejected_without_asking_catalog_to_reserve(
-    transactions: Any, fake_catalog: Any
-) -> None:
-    fake_catalog.stock = {MUG: 5}
-    order = _pending(transactions, age=timedelta(minutes=2))
-
-    await _reconcile(transactions, fake_catalog)
-
-    expired = _now(transactions, order)
-    assert expired.status is OrderStatus.REJECTED
-    assert expired.reject_reason == RejectReason.EXPIRED.value
-    assert expired.release_pending
-    assert fake_catalog.reserve_calls == []
-    [event] = transactions.events.of(use.REJECTED)
-    assert event["data"] == {"order_id": order.id, "reason": "pending-too-long"}
-    assert transactions.events.of(use.PLACED) == []
-
-
-async def test_an_expired_order_whose_reservation_had_landed_gives_it_back(
-    transactions: Any, fake_catalog: Any
-) -> None:
-    fake_catalog.stock = {MUG: 5}
-    order = _pending(transactions, age=timedelta(minutes=2), quantity=3)
-    landed = await fake_catalog.reserve(order.id, [RequestedLine(MUG, 3)])
-    await _reconcile(transactions, fake_catalog)  # expires it
-
-    await _reconcile(transactions, fake_catalog)  # gives back what landed
-
-    done = _now(transactions, order)
-    assert done.status is OrderStatus.REJECTED
-    assert not done.release_pending and done.stock_released
-    assert done.reservation_id == landed.reservation.id
-    assert fake_catalog.release_calls == [landed.reservation.id]
-    assert fake_catalog.active == set()
-    assert fake_catalog.stock == {MUG: 5}
 
 
 async def test_a_cancelled_order_with_nothing_landed_ends_holding_nothing(
@@ -269,3 +239,29 @@ async def test_an_order_catalog_refuses_once_it_is_back_is_rejected(
 
     assert _now(transactions, order).reject_reason == "insufficient-stock"
     assert len(transactions.events.of(use.REJECTED)) == 1
+
+
+async def test_each_round_shows_the_pending_orders_it_leaves(
+    transactions: Any, fake_catalog: Any
+) -> None:
+    fake_catalog.stock = {MUG: 1}
+    _pending(transactions, age=timedelta(seconds=30))
+    _pending(transactions, age=timedelta(seconds=20))
+    shown: list[PendingBacklog] = []
+
+    transactions.orders.end_leases()
+    await reconcile_once(
+        transactions=transactions, catalog=fake_catalog, policy=POLICY, show_backlog=shown.append
+    )
+
+    # The older is confirmed (the one unit of stock), the younger refused: none left.
+    assert shown == [PendingBacklog(count=0, oldest_seconds=0.0)]
+    fake_catalog.down = True
+    waiting = _pending(transactions, age=timedelta(seconds=10))
+    transactions.orders.end_leases()
+    await reconcile_once(
+        transactions=transactions, catalog=fake_catalog, policy=POLICY, show_backlog=shown.append
+    )
+    assert _now(transactions, waiting).is_pending
+    assert shown[-1].count == 1
+    assert 10 <= shown[-1].oldest_seconds < 15

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
@@ -9,17 +10,23 @@ from datetime import timedelta
 import aiohttp
 from fastapi import FastAPI
 
-from bazaar.orders.adapters.breaker import make_breaker
+from bazaar.orders.adapters.breaker import BreakerBoard, make_breaker
 from bazaar.orders.adapters.catalog import CallPolicy, CatalogClient
 from bazaar.orders.adapters.consumers import SUBSCRIPTIONS
+from bazaar.orders.adapters.metrics import OrderMetrics
 from bazaar.orders.adapters.tokens import ServiceTokens
 from bazaar.orders.adapters.uow import SqlTransactions
-from bazaar.orders.api import orders
+from bazaar.orders.api import events, orders
 from bazaar.orders.api.errors import ERROR_MAP
+from bazaar.orders.api.openapi import use_declared_security
 from bazaar.orders.config import OrdersSettings
-from bazaar.orders.service.reconcile import ReconcilePolicy, reconcile_once
+from bazaar.orders.service.reconcile import ReconcilePolicy, measure_backlog, reconcile_once
+from bazaar.orders.streams import order_streams
 from bazaar.shared.app import create_service_app
 from bazaar.shared.tasks import periodically
+
+#: The pending gauges are refreshed at least this often, however long a reconciler round.
+BACKLOG_SECONDS = 15.0
 
 
 def create_app(settings: OrdersSettings | None = None) -> FastAPI:
@@ -32,14 +39,19 @@ def create_app(settings: OrdersSettings | None = None) -> FastAPI:
         # must never leave the token refresh waiting for a connection. No cookies between
         # services.
         async with (
+            order_streams(app, settings),
             aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(
-                    limit=settings.catalog_pool_size, keepalive_timeout=30, ttl_dns_cache=60
+                    limit=settings.catalog_pool_size,
+                    keepalive_timeout=settings.upstream_pool_idle_seconds,
+                    ttl_dns_cache=60,
                 ),
                 cookie_jar=aiohttp.DummyCookieJar(),
             ) as session,
             aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=4, keepalive_timeout=30),
+                connector=aiohttp.TCPConnector(
+                    limit=4, keepalive_timeout=settings.upstream_pool_idle_seconds
+                ),
                 cookie_jar=aiohttp.DummyCookieJar(),
             ) as auth_session,
         ):
@@ -54,7 +66,8 @@ def create_app(settings: OrdersSettings | None = None) -> FastAPI:
                 "catalog",
                 fail_max=settings.catalog_breaker_fail_max,
                 reset_timeout=settings.catalog_breaker_reset_seconds,
-                registry=app.state.metrics.registry,
+                max_reset_timeout=settings.catalog_breaker_max_reset_seconds,
+                board=app.state.breakers,
             )
             catalog = CatalogClient(
                 session,
@@ -68,36 +81,64 @@ def create_app(settings: OrdersSettings | None = None) -> FastAPI:
                     attempts=settings.catalog_attempts,
                 ),
             )
+            metrics: OrderMetrics = app.state.order_metrics
             transactions = SqlTransactions(
                 app.state.db,
                 # The request itself is still trying until its deadline: look later than that.
                 reconcile_after=settings.catalog_deadline_seconds + 1.0,
+                metrics=metrics,
             )
             app.state.catalog = catalog
             app.state.transactions = transactions
             policy = ReconcilePolicy(
                 batch_size=settings.reconcile_batch_size,
+                concurrency=settings.reconcile_concurrency,
+                db_connections=settings.reconcile_db_connections,
                 lease_seconds=settings.reconcile_backoff_seconds,
                 max_backoff_seconds=settings.reconcile_max_backoff_seconds,
+                # A lease outlives the catalog calls it covers (their deadline), always.
+                work_seconds=settings.reconcile_work_seconds,
                 pending_max_age=timedelta(seconds=settings.pending_max_age_seconds),
             )
 
             async def reconcile() -> int:
                 return await reconcile_once(
-                    transactions=transactions, catalog=catalog, policy=policy
+                    transactions=transactions,
+                    catalog=catalog,
+                    policy=policy,
+                    show_backlog=metrics.show,
                 )
 
-            async with periodically(
-                settings.reconcile_interval_seconds, reconcile, name="reconcile orders"
+            async def measure_pending() -> int:
+                # Besides each round: a round draining a backlog from a slow catalog is long.
+                backlog = await measure_backlog(transactions=transactions)
+                metrics.show(backlog)
+                return backlog.count
+
+            async with (
+                periodically(
+                    settings.reconcile_interval_seconds, reconcile, name="reconcile orders"
+                ),
+                periodically(
+                    BACKLOG_SECONDS,
+                    measure_pending,
+                    name="measure pending orders",
+                    # Routine: a line every 15 s per replica would bury the log.
+                    done_level=logging.DEBUG,
+                ),
             ):
                 yield
 
-    return create_service_app(
+    app = create_service_app(
         settings,
         title="Bazaar Orders",
         description="Orders and their lifecycle; stock is reserved in catalog.",
-        routers=[orders.router],
+        routers=[orders.router, events.router],
         error_map=ERROR_MAP,
         lifespan=lifespan,
         subscriptions=SUBSCRIPTIONS,
     )
+    app.state.order_metrics = OrderMetrics(app.state.metrics.registry)
+    app.state.breakers = BreakerBoard(app.state.metrics.registry)
+    use_declared_security(app)
+    return app

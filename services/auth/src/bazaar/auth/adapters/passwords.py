@@ -18,7 +18,6 @@ class HashingBusy(ServiceUnavailable):
 
     slug, title = "overloaded", "Overloaded"
     default_detail = "Too many logins at once; retry in a moment."
-    default_headers = {"Retry-After": "1"}  # noqa: RUF012 (class-level default, never mutated)
 
 
 class Argon2Passwords:

@@ -35,7 +35,7 @@ UPDATE_ROLES = f"""
 UPDATE user_account SET roles = $2, updated_at = now() WHERE id = $1 RETURNING {_COLUMNS}
 """
 
-UPDATE_PASSWORD_HASH = "UPDATE user_account SET password_hash = $2 WHERE id = $1"
+UPDATE_PASSWORD_HASH = "UPDATE user_account SET password_hash = $2 WHERE id = $1"  # noqa: S105 - a statement's name, no password
 
 
 def _user(row: asyncpg.Record) -> User:

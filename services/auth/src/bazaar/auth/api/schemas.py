@@ -62,7 +62,7 @@ class TokenRead(BaseModel):
     """A successful token response (RFC 6749 §5.1)."""
 
     access_token: str
-    token_type: Literal["Bearer"] = "Bearer"
+    token_type: Literal["Bearer"] = "Bearer"  # noqa: S105 - the OAuth2 token type, no password
     expires_in: int
     scope: str
     refresh_token: str | None = None

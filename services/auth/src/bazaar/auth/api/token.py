@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import binascii
 from typing import Any
 from urllib.parse import unquote_plus
 
@@ -71,7 +70,7 @@ def _client_credentials(request: Request, params: dict[str, str]) -> tuple[str, 
     scheme, _, encoded = header.partition(" ")
     try:
         decoded = base64.b64decode(encoded.strip(), validate=True).decode()
-    except (binascii.Error, UnicodeDecodeError):
+    except ValueError:  # not base64 (binascii.Error), not ASCII, not UTF-8 once decoded
         decoded = ""
     raw_id, sep, raw_secret = decoded.partition(":")
     # RFC 6749 §2.3.1: both halves are form-urlencoded before they are joined.

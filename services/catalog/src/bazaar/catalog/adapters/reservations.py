@@ -9,18 +9,20 @@ import asyncpg
 from bazaar.catalog.domain.errors import OrderAlreadyReserved
 from bazaar.catalog.domain.model import Reservation, ReservedLine
 
+# The reservation and its lines in one statement (one round trip).
 INSERT_RESERVATION = """
-INSERT INTO reservation (id, order_id, status, total_cents, currency)
-VALUES ($1, $2, 'active', $3, $4)
-RETURNING created_at
-"""
-
-INSERT_LINES = """
+WITH reservation AS (
+    INSERT INTO reservation (id, order_id, status, total_cents, currency)
+    VALUES ($1, $2, 'active', $9, $10)
+    RETURNING id
+)
 INSERT INTO reservation_line
     (reservation_id, line_no, product_id, sku, name, quantity, unit_price_cents, currency)
-SELECT $1, l.line_no, l.product_id, l.sku, l.name, l.quantity, l.unit_price_cents, l.currency
-FROM unnest($2::integer[], $3::uuid[], $4::text[], $5::text[], $6::integer[], $7::bigint[],
-            $8::text[])
+SELECT reservation.id, l.line_no, l.product_id, l.sku, l.name, l.quantity, l.unit_price_cents,
+       l.currency
+FROM reservation,
+     unnest($3::integer[], $4::uuid[], $5::text[], $6::text[], $7::integer[], $8::bigint[],
+            $11::text[])
     AS l(line_no, product_id, sku, name, quantity, unit_price_cents, currency)
 """
 
@@ -50,13 +52,21 @@ class ReservationRepository:
 
     async def add(self, reservation: Reservation) -> Reservation:
         """Insert a reservation with its lines; an order holds at most one."""
+        lines = reservation.lines
         try:
-            await self.conn.fetchval(
+            await self.conn.execute(
                 INSERT_RESERVATION,
                 reservation.id,
                 reservation.order_id,
+                list(range(1, len(lines) + 1)),
+                [li.product_id for li in lines],
+                [li.sku for li in lines],
+                [li.name for li in lines],
+                [li.quantity for li in lines],
+                [li.unit_price_cents for li in lines],
                 reservation.total_cents,
                 reservation.currency,
+                [li.currency for li in lines],
             )
         except asyncpg.UniqueViolationError as exc:
             if exc.constraint_name == "reservation_order_id_key":
@@ -64,18 +74,6 @@ class ReservationRepository:
                     f"Order {reservation.order_id} already holds a reservation."
                 ) from exc
             raise
-        lines = reservation.lines
-        await self.conn.execute(
-            INSERT_LINES,
-            reservation.id,
-            list(range(1, len(lines) + 1)),
-            [li.product_id for li in lines],
-            [li.sku for li in lines],
-            [li.name for li in lines],
-            [li.quantity for li in lines],
-            [li.unit_price_cents for li in lines],
-            [li.currency for li in lines],
-        )
         return reservation
 
     async def get(self, reservation_id: UUID, *, for_update: bool = False) -> Reservation | None:

@@ -11,7 +11,7 @@ from bazaar.shared.problem import ProblemSpec
 
 
 def _short_products(exc: BaseException) -> Mapping[str, Any]:
-    assert isinstance(exc, errors.InsufficientStock)
+    assert isinstance(exc, errors.InsufficientStock)  # noqa: S101 - registered for this class only
     return {"product_ids": [str(p) for p in exc.product_ids]}
 
 

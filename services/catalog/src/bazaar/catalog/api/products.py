@@ -21,12 +21,14 @@ from bazaar.shared.idempotency.respond import respond_once
 from bazaar.shared.openapi import problem_responses
 from bazaar.shared.pagination import Page, Pagination
 from bazaar.shared.problem import ValidationFailed
-from bazaar.shared.schemas import SearchText
 
 router = APIRouter(prefix="/v1/products", tags=["products"])
 
-#: Clients may keep a copy but must revalidate it (cheap with If-None-Match) before use.
-CACHE_CONTROL = "public, max-age=0, must-revalidate"
+
+def cache_control(request: Request) -> str:
+    """Browsers revalidate (cheap with If-None-Match); shared caches keep it `s-maxage` s."""
+    seconds: int = request.app.state.settings.cache_s_maxage
+    return f"public, max-age=0, s-maxage={seconds}"
 
 
 def product_etag(product: Product) -> str:
@@ -38,8 +40,14 @@ def _location(product: Product) -> str:
     return f"/v1/products/{product.id}"
 
 
-def _read_headers(product: Product) -> dict[str, str]:
-    return {"ETag": product_etag(product), "Cache-Control": CACHE_CONTROL}
+def _read_headers(product: Product, request: Request) -> dict[str, str]:
+    return {"ETag": product_etag(product), "Cache-Control": cache_control(request)}
+
+
+def _product_response(product: Product, headers: dict[str, str]) -> Response:
+    """The product as JSON: pydantic writes the bytes JSONResponse would, without a dict first."""
+    body = ProductRead.of(product).model_dump_json()
+    return Response(body, media_type="application/json", headers=headers)
 
 
 @router.get("", response_model=Page[ProductRead], responses=problem_responses(422))
@@ -47,7 +55,7 @@ async def list_products(
     request: Request,
     db: Db,
     page: Pagination,
-    q: Annotated[SearchText | None, Query(min_length=1, max_length=200)] = None,
+    q: Annotated[str | None, Query(min_length=1, max_length=200)] = None,
     min_price_cents: Annotated[int | None, Query(ge=0, le=100_000_000)] = None,
     max_price_cents: Annotated[int | None, Query(ge=0, le=100_000_000)] = None,
     in_stock: bool | None = None,
@@ -70,7 +78,9 @@ async def list_products(
         rows = await use.list_products(
             filters, limit=page.limit + 1, after=after, uow=SqlUnitOfWork(conn)
         )
-    return page.answer(request.url, rows, ProductRead.of)
+    answer = page.answer(request.url, rows, ProductRead.of)
+    answer.headers["Cache-Control"] = cache_control(request)
+    return answer
 
 
 @router.get(
@@ -79,6 +89,7 @@ async def list_products(
     responses={304: {"description": "Not Modified"}, **problem_responses(404, 422)},
 )
 async def get_product(
+    request: Request,
     product_id: UUID,
     db: Db,
     if_none_match: Annotated[str | None, Header()] = None,
@@ -86,10 +97,10 @@ async def get_product(
     """Get one product; answers 304 when `If-None-Match` holds its current ETag."""
     async with db.connection() as conn:
         product = await use.get_product(product_id, uow=SqlUnitOfWork(conn))
-    headers = _read_headers(product)
+    headers = _read_headers(product, request)
     if if_none_match_matches(if_none_match, headers["ETag"]):
         return Response(status_code=304, headers=headers)
-    return JSONResponse(ProductRead.of(product).model_dump(mode="json"), headers=headers)
+    return _product_response(product, headers)
 
 
 @router.post(
@@ -131,12 +142,13 @@ async def create_product(
     responses=problem_responses(401, 403, 404, 412, 422, 428),
 )
 async def update_product(
+    request: Request,
     product_id: UUID,
     patch: Annotated[ProductUpdate, Body(media_type="application/merge-patch+json")],
     _caller: Writer,
     db: Db,
     if_match: Annotated[str | None, Header()] = None,
-) -> JSONResponse:
+) -> Response:
     """Change a product with a JSON merge patch; `If-Match` with its ETag is required."""
     async with db.transaction() as conn:
         product = await use.update_product(
@@ -145,9 +157,7 @@ async def update_product(
             precondition=lambda current: check_if_match(if_match, product_etag(current)),
             uow=SqlUnitOfWork(conn),
         )
-    return JSONResponse(
-        ProductRead.of(product).model_dump(mode="json"), headers=_read_headers(product)
-    )
+    return _product_response(product, _read_headers(product, request))
 
 
 @router.delete(

@@ -10,7 +10,7 @@ from uuid import UUID
 import asyncpg
 
 from bazaar.orders.domain.model import Order, OrderLine, OrderStatus
-from bazaar.orders.service.ports import OrderFilter
+from bazaar.orders.service.ports import OrderFilter, PendingBacklog
 
 COLUMNS = """id, customer_id, status, lines, total_cents, currency, reservation_id,
     stock_released, reject_reason, release_pending, created_at, updated_at"""
@@ -27,6 +27,18 @@ INSERT_ORDER = f"""
 INSERT INTO customer_order (id, customer_id, status, lines, idempotency_key, next_attempt_at,
                             created_at, updated_at)
 VALUES ($1, $2, $3, $4, $5, now() + make_interval(secs => $6), now(), now())
+ON CONFLICT ON CONSTRAINT customer_order_idempotency_key DO NOTHING
+RETURNING {COLUMNS}
+"""
+
+# The same insert as the idempotency claim's first effect (bazaar.shared.idempotency's
+# ClaimWith): written only if the claim was, in its statement; parameters from $7, cast.
+INSERT_ORDER_ON_CLAIM = f"""
+INSERT INTO customer_order (id, customer_id, status, lines, idempotency_key, next_attempt_at,
+                            created_at, updated_at)
+SELECT $7::uuid, $8::text, $9::text, $10::jsonb, $11::text,
+       now() + make_interval(secs => $12::float8), now(), now()
+FROM claim
 ON CONFLICT ON CONSTRAINT customer_order_idempotency_key DO NOTHING
 RETURNING {COLUMNS}
 """
@@ -65,18 +77,23 @@ LIMIT $5
 """
 
 # Several replicas may run this at once: SKIP LOCKED hands each row to one of them, and the
-# lease (next_attempt_at, growing with each attempt) keeps the others off it afterwards.
+# lease (next_attempt_at, growing with each attempt) keeps the others off it afterwards. The
+# lease is never shorter than $4, the longest the holder may work on the order, so no other
+# replica takes it up while a catalog call for it may still be in flight. Oldest first: those
+# closest to their maximum age are settled first after an outage.
 CLAIM_DUE = f"""
 WITH due AS (
     SELECT id FROM customer_order
     WHERE (status = 'pending' OR release_pending) AND next_attempt_at <= now()
-    ORDER BY next_attempt_at
+    ORDER BY created_at, id
     LIMIT $1
     FOR UPDATE SKIP LOCKED
 )
 UPDATE customer_order o SET
     attempts = o.attempts + 1,
-    next_attempt_at = now() + make_interval(secs => least($2 * power(2, least(o.attempts, 10)), $3))
+    next_attempt_at = now() + make_interval(
+        secs => greatest($4, least($2 * power(2, least(o.attempts, 10)), $3))
+    )
 FROM due WHERE o.id = due.id
 RETURNING {", ".join("o." + c.strip() for c in COLUMNS.split(","))}
 """
@@ -89,29 +106,59 @@ RETURNING id
 """
 
 
+# Read from customer_order_due_oldest_idx (its predicate covers every pending order): one
+# pass over the pending and to-release orders, no sort, the heap visited only for `status`.
+PENDING_BACKLOG = """
+SELECT count(*) AS count,
+       coalesce(extract(epoch FROM now() - min(created_at)), 0)::float8 AS oldest_seconds
+FROM customer_order WHERE status = 'pending'
+"""
+
+
+def insert_on_claim(
+    order: Order, *, idempotency_key: str, reconcile_after: float
+) -> tuple[str, tuple[Any, ...]]:
+    """The statement and arguments that insert `order` in the idempotency claim's statement."""
+    return INSERT_ORDER_ON_CLAIM, _insert_args(order, idempotency_key, reconcile_after)
+
+
+def _insert_args(
+    order: Order, idempotency_key: str | None, reconcile_after: float
+) -> tuple[Any, ...]:
+    """The arguments of INSERT_ORDER and INSERT_ORDER_ON_CLAIM, in their order."""
+    return (
+        order.id,
+        order.customer_id,
+        order.status.value,
+        _lines_json(order.lines),
+        idempotency_key,
+        reconcile_after,
+    )
+
+
+def order_inserted(row: Mapping[str, Any] | None) -> Order | None:
+    """The order INSERT_ORDER_ON_CLAIM stored, or None."""
+    return _order(row) if row is not None else None
+
+
 class OrderRepository:
     """Orders in PostgreSQL, through one connection of the caller's transaction."""
 
     def __init__(self, conn: asyncpg.Connection, *, reconcile_after: float = 5.0) -> None:
         self.conn = conn
         self.reconcile_after = reconcile_after
+        #: The orders this repository inserted (each entered `pending` then).
+        self.inserted: list[Order] = []
 
     async def add(self, order: Order, *, idempotency_key: str | None) -> Order:
         """Insert a new order, or return the one this customer opened with this key (24 h).
 
         One statement in the common case; the UNIQUE constraint, not a prior read, decides.
         """
-        args = (
-            order.id,
-            order.customer_id,
-            order.status.value,
-            _lines_json(order.lines),
-            idempotency_key,
-            self.reconcile_after,
-        )
+        args = _insert_args(order, idempotency_key, self.reconcile_after)
         row = await self.conn.fetchrow(INSERT_ORDER, *args)
         if row is not None:
-            return _order(row)
+            return self._inserted(row)
         assert idempotency_key is not None  # a NULL key never conflicts
         existing = await self.find_by_key(order.customer_id, idempotency_key)
         if existing is not None:
@@ -121,7 +168,12 @@ class OrderRepository:
         row = await self.conn.fetchrow(INSERT_ORDER, *args)
         if row is None:  # another request took the freed key first
             return await self.add(order, idempotency_key=idempotency_key)
-        return _order(row)
+        return self._inserted(row)
+
+    def _inserted(self, row: Mapping[str, Any]) -> Order:
+        order = _order(row)
+        self.inserted.append(order)
+        return order
 
     async def get(self, order_id: UUID, *, for_update: bool = False) -> Order | None:
         """The order, or None."""
@@ -161,15 +213,21 @@ class OrderRepository:
         return [_order(row) for row in rows]
 
     async def claim_due(
-        self, *, limit: int, lease_seconds: float, max_backoff: float
+        self, *, limit: int, lease_seconds: float, max_backoff: float, min_lease: float
     ) -> list[Order]:
-        """Lease up to `limit` orders the reconciler must look at now."""
-        rows = await self.conn.fetch(CLAIM_DUE, limit, lease_seconds, max_backoff)
+        """Lease up to `limit` orders the reconciler must look at now, oldest first."""
+        rows = await self.conn.fetch(CLAIM_DUE, limit, lease_seconds, max_backoff, min_lease)
         return [_order(row) for row in rows]
 
     async def mark_stock_released(self, order_id: UUID, reservation_id: UUID) -> bool:
         """Record that catalog released the order's stock; False if nothing changed."""
         return await self.conn.fetchval(MARK_STOCK_RELEASED, order_id, reservation_id) is not None
+
+    async def pending_backlog(self) -> PendingBacklog:
+        """How many orders are pending now, and how long the oldest has waited."""
+        row = await self.conn.fetchrow(PENDING_BACKLOG)
+        assert row is not None  # an aggregate always answers one row
+        return PendingBacklog(count=row["count"], oldest_seconds=max(0.0, row["oldest_seconds"]))
 
 
 def _state(order: Order) -> tuple[Any, ...]:

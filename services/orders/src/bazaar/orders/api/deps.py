@@ -6,6 +6,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from bazaar.orders.adapters.metrics import OrderMetrics
 from bazaar.orders.adapters.uow import SqlTransactions
 from bazaar.orders.service.ports import Catalog
 from bazaar.shared.auth import Principal, require_any_scope, require_scopes
@@ -27,6 +28,12 @@ async def catalog(request: Request) -> Catalog:
     return client
 
 
+async def order_metrics(request: Request) -> OrderMetrics:
+    """The orders metrics of this process."""
+    metrics: OrderMetrics = request.app.state.order_metrics
+    return metrics
+
+
 async def transactions(request: Request) -> SqlTransactions:
     """Transactions for use cases that need more than one."""
     txs: SqlTransactions = request.app.state.transactions
@@ -34,6 +41,8 @@ async def transactions(request: Request) -> SqlTransactions:
 
 
 #: Cancel: its own orders with orders:write, any order with orders:admin.
-Canceller = Annotated[Principal, Depends(require_any_scope("orders:write", ADMIN_SCOPE))]
+CANCEL_SCOPES = ("orders:write", ADMIN_SCOPE)
+Canceller = Annotated[Principal, Depends(require_any_scope(*CANCEL_SCOPES))]
 CatalogDep = Annotated[Catalog, Depends(catalog)]
 TransactionsDep = Annotated[SqlTransactions, Depends(transactions)]
+Meter = Annotated[OrderMetrics, Depends(order_metrics)]

@@ -10,7 +10,17 @@ from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import JSONResponse
 
 from bazaar.orders.adapters.uow import SqlUnitOfWork
-from bazaar.orders.api.deps import Canceller, CatalogDep, Reader, TransactionsDep, Writer, viewer_of
+from bazaar.orders.api.deps import (
+    CANCEL_SCOPES,
+    Canceller,
+    CatalogDep,
+    Meter,
+    Reader,
+    TransactionsDep,
+    Writer,
+    viewer_of,
+)
+from bazaar.orders.api.openapi import either_scope
 from bazaar.orders.api.schemas import OrderCreate, OrderRead
 from bazaar.orders.domain.errors import InsufficientStock, OrderExpired, OrderRefused
 from bazaar.orders.domain.model import Order, OrderStatus, RejectReason, RequestedLine
@@ -75,6 +85,7 @@ async def place_order(
     idempotency_key: RequiredIdempotencyKey,
     catalog: CatalogDep,
     transactions: TransactionsDep,
+    meter: Meter,
 ) -> Response:
     """Place an order: 201 confirmed, 202 pending (catalog unreachable), 409 out of stock."""
     placement = use.OrderPlacement(
@@ -85,13 +96,23 @@ async def place_order(
         catalog=catalog,
     )
 
+    settled: list[SqlUnitOfWork] = []
+
     async def operation(conn: asyncpg.Connection) -> StoredResponse:
-        order = await placement.settle(SqlUnitOfWork(conn))
+        uow = SqlUnitOfWork(conn)
+        order = await placement.settle(uow)
+        settled.append(uow)
         return _placed_answer(request, order, placement.outcome)
 
-    return await respond_once(
+    new = placement.new_order()
+    response = await respond_once(
         request,
         prepare=placement.reserve,
+        claim_with=None
+        if new is None
+        else transactions.open_on_claim(
+            new, idempotency_key=idempotency_key, opened=placement.opened
+        ),
         operation=operation,
         db=db,
         store=store,
@@ -99,6 +120,13 @@ async def place_order(
         principal=caller.subject,
         body=body.model_dump(mode="json"),
     )
+    # Here the operation's transaction has committed (a replay ran none). The order entered
+    # `pending` before: counted by `transactions` as its row committed. (A cancellation while
+    # the store gives its connection back still skips this count: respond_once has no hook
+    # right after its commit.)
+    for uow in settled:
+        meter.count(uow.entered)
+    return response
 
 
 @router.get("", response_model=Page[OrderRead], responses=problem_responses(401, 403, 422))
@@ -136,9 +164,12 @@ async def get_order(order_id: UUID, caller: Reader, db: Db) -> OrderRead:
     "/{order_id}/cancel",
     response_model=OrderRead,
     responses=problem_responses(401, 403, 404, 409),
+    openapi_extra=either_scope(CANCEL_SCOPES),
 )
-async def cancel_order(order_id: UUID, caller: Canceller, db: Db) -> OrderRead:
+async def cancel_order(
+    order_id: UUID, caller: Canceller, transactions: TransactionsDep
+) -> OrderRead:
     """Cancel a pending or confirmed order; cancelling again answers the order unchanged."""
-    async with db.transaction() as conn:
-        order = await use.cancel_order(order_id, viewer=viewer_of(caller), uow=SqlUnitOfWork(conn))
+    async with transactions.begin() as uow:
+        order = await use.cancel_order(order_id, viewer=viewer_of(caller), uow=uow)
     return OrderRead.of(order)

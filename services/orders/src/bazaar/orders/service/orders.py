@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
-from bazaar.orders.domain.errors import KeyUsedForAnotherOrder, OrderNotFound
+from bazaar.orders.domain.errors import DuplicateLine, KeyUsedForAnotherOrder, OrderNotFound
 from bazaar.orders.domain.model import (
     Order,
     OrderStatus,
@@ -32,6 +32,13 @@ from bazaar.orders.service.ports import (
 PLACED = "orders.order.placed"
 REJECTED = "orders.order.rejected"
 CANCELLED = "orders.order.cancelled"
+#: The status an order enters with each event: every transition out of pending, and every
+#: cancellation, writes exactly one of these in its own transaction.
+ENTERED_WITH = {
+    PLACED: OrderStatus.CONFIRMED,
+    REJECTED: OrderStatus.REJECTED,
+    CANCELLED: OrderStatus.CANCELLED,
+}
 
 
 def order_data(order: Order) -> dict[str, Any]:
@@ -63,6 +70,20 @@ def requested_lines(order: Order) -> list[RequestedLine]:
     return [RequestedLine(line.product_id, line.quantity) for line in order.lines]
 
 
+def new_order(customer_id: str, lines: Sequence[RequestedLine]) -> Order:
+    """A new pending order, not stored yet (its times are the database's once stored)."""
+    check_requested(lines)
+    now = datetime.now(UTC)
+    return Order(
+        id=uuid.uuid4(),
+        customer_id=customer_id,
+        status=OrderStatus.PENDING,
+        lines=unpriced_lines(lines),
+        created_at=now,
+        updated_at=now,
+    )
+
+
 async def open_order(
     customer_id: str,
     lines: Sequence[RequestedLine],
@@ -71,16 +92,7 @@ async def open_order(
     uow: UnitOfWork,
 ) -> Order:
     """Store a new pending order, or find the one this key already opened."""
-    check_requested(lines)
-    now = datetime.now(UTC)
-    order = Order(
-        id=uuid.uuid4(),
-        customer_id=customer_id,
-        status=OrderStatus.PENDING,
-        lines=unpriced_lines(lines),
-        created_at=now,
-        updated_at=now,
-    )
+    order = new_order(customer_id, lines)
     stored = await uow.orders.add(order, idempotency_key=idempotency_key)
     if stored.id != order.id and requested_lines(stored) != list(lines):
         # The key's first request failed after its order was stored and gave the key back;
@@ -168,13 +180,27 @@ class OrderPlacement:
         self.order: Order | None = None
         self.outcome: ReserveOutcome = Unavailable("catalog was not asked")
 
+    def new_order(self) -> Order | None:
+        """The order to store in the idempotency claim's own statement (see `opened`), or
+        None when its lines are refused: reserve() then refuses them after the claim, so the
+        refusal is the key's stored answer as before."""
+        try:
+            return new_order(self._customer_id, self._lines)
+        except DuplicateLine:
+            return None
+
+    def opened(self, order: Order | None) -> None:
+        """The order the claim's statement stored (None: it stored none, reserve() opens)."""
+        self.order = order
+
     async def reserve(self) -> None:
         """Commit the pending order (so it is never lost), then reserve its stock."""
-        # One INSERT, committed on its own: the order exists before catalog is asked.
-        async with self._transactions.autocommit() as uow:
-            self.order = await open_order(
-                self._customer_id, self._lines, idempotency_key=self._key, uow=uow
-            )
+        if self.order is None:
+            # One INSERT, committed on its own: the order exists before catalog is asked.
+            async with self._transactions.autocommit() as uow:
+                self.order = await open_order(
+                    self._customer_id, self._lines, idempotency_key=self._key, uow=uow
+                )
         if self.order.is_pending:
             self.outcome = await self._catalog.reserve(self.order.id, requested_lines(self.order))
 

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import datetime
+from enum import StrEnum
 from typing import Any, Protocol
 from uuid import UUID
 
@@ -35,16 +36,36 @@ class Invalid:
 
 @dataclass(frozen=True, slots=True)
 class Unavailable:
-    """Catalog could not be asked (down, hanging, breaker open): try again later."""
+    """Catalog could not answer for the order (down, hanging, breaker open): try again later."""
 
     reason: str
+    #: The call reached catalog and failed there (its own refusal, a timeout, a 5xx), rather
+    #: than being stopped on our side (no service token, the breaker open).
+    reached: bool = False
+    #: Catalog answered other calls while this one was in flight: it is up, not out.
+    others_answered: bool = False
 
 
 ReserveOutcome = Reserved | OutOfStock | Invalid | Unavailable
 
 
+class CatalogState(StrEnum):
+    """What catalog's circuit breaker lets through now."""
+
+    #: Closed: catalog answers; call it as much as needed.
+    UP = "up"
+    #: Open for its reset time (or half-open): one call may test whether catalog is back.
+    TRIAL = "trial"
+    #: Open: no call would leave.
+    DOWN = "down"
+
+
 class Catalog(Protocol):
     """Catalog's reservations, as orders sees them."""
+
+    def state(self) -> CatalogState:
+        """What catalog's breaker lets through now: everything, one trial call, or nothing."""
+        ...
 
     async def reserve(self, order_id: UUID, lines: Sequence[RequestedLine]) -> ReserveOutcome:
         """Reserve every line for the order (idempotent per order), or say why not."""
@@ -63,6 +84,15 @@ class OrderFilter:
     status: OrderStatus | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class PendingBacklog:
+    """The pending orders now: how many, and how long the oldest has waited."""
+
+    count: int
+    #: Seconds since the oldest pending order was placed (0 when none is pending).
+    oldest_seconds: float
+
+
 class Orders(Protocol):
     """Order storage."""
 
@@ -74,9 +104,10 @@ class Orders(Protocol):
         self, filters: OrderFilter, *, limit: int, after: tuple[datetime, UUID] | None
     ) -> list[Order]: ...
     async def claim_due(
-        self, *, limit: int, lease_seconds: float, max_backoff: float
+        self, *, limit: int, lease_seconds: float, max_backoff: float, min_lease: float
     ) -> list[Order]: ...
     async def mark_stock_released(self, order_id: UUID, reservation_id: UUID) -> bool: ...
+    async def pending_backlog(self) -> PendingBacklog: ...
 
 
 class Events(Protocol):
