@@ -27,6 +27,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from bazaar.gateway.app import create_app
 from bazaar.gateway.config import GatewaySettings, UpstreamConfig
+from bazaar.gateway.edge import EdgeRunner
 from bazaar.shared.testing.server import free_port
 from bazaar.shared.testing.tokens import JwksServer, TokenIssuer
 
@@ -262,6 +263,13 @@ def _upstream_config(spec: UpstreamSpec) -> UpstreamConfig:
     return UpstreamConfig(url=url)
 
 
+class GatewayTestServer(TestServer):
+    """aiohttp's TestServer serving the gateway as `bazaar-gateway serve` does (EdgeRunner)."""
+
+    async def _make_runner(self, **kwargs: Any) -> EdgeRunner:
+        return EdgeRunner(self.app, **kwargs)
+
+
 class Gateways:
     """Builds gateways for one test (TestServer on 127.0.0.1) and closes them afterwards."""
 
@@ -302,7 +310,7 @@ class Gateways:
 
     async def serve(self, app: web.Application) -> TestClient[web.Request, web.Application]:
         """Serve an already built gateway app on 127.0.0.1; return a client bound to it."""
-        client = TestClient(TestServer(app, host="127.0.0.1"))
+        client = TestClient(GatewayTestServer(app, host="127.0.0.1"))
         await client.start_server()
         self._stack.push_async_callback(client.close)
         return client
@@ -341,6 +349,10 @@ class Metrics:
     def labels(self, name: str) -> list[dict[str, str]]:
         """The label sets of every sample of `name`."""
         return [labels for sample_name, labels, _ in self.samples if sample_name == name]
+
+    def names(self) -> set[str]:
+        """The name of every sample."""
+        return {sample_name for sample_name, _, _ in self.samples}
 
 
 class Expect:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import logging
 import re
 import time
 import uuid
@@ -378,6 +379,100 @@ async def test_client_credentials_with_http_basic_count_per_client_id(token_endp
     assert "token" in parse_policies(answers[0].headers["RateLimit-Policy"])
 
 
+async def test_a_form_client_id_does_not_hide_the_basic_client_that_auth_checks(
+    token_endpoint,
+) -> None:
+    client, auth = token_endpoint
+    basic = base64.b64encode(b"orders:guess").decode()
+
+    async def grant(i: int) -> int:
+        # auth authenticates the Basic header and ignores the form's client_id: a new
+        # client_id per attempt must not buy a new count for the same secret guessing.
+        response = await client.post(
+            "/v1/auth/token",
+            data={"grant_type": "client_credentials", "client_id": f"decoy-{i}"},
+            headers={"Authorization": f"Basic {basic}"},
+        )
+        return response.status
+
+    assert [await grant(i) for i in range(5)] == [200, 200, 200, 429, 429]
+    assert auth.hits == 3
+
+
+async def test_a_body_that_is_not_utf8_counts_against_the_account_it_names(
+    token_endpoint,
+) -> None:
+    client, auth = token_endpoint
+
+    async def login(password: bytes) -> int:
+        # auth reads the form's raw bytes as Latin-1: this is a login as alice.
+        body = b"grant_type=password&username=alice%40bazaar.test&password=" + password
+        response = await client.post(
+            "/v1/auth/token",
+            data=body,
+            headers={"Content-Type": "application/x-www-form-urlencoded"},
+        )
+        return response.status
+
+    statuses = [await login(b"guess-\xff"), await login(b"\xfe\xfd"), await login(b"ok")]
+    assert statuses == [200, 200, 200]
+    assert await login(b"\xff-again") == 429
+    assert auth.hits == 3
+
+
+async def test_a_basic_header_the_connection_header_drops_cannot_buy_fresh_token_counts(
+    token_endpoint, expect
+) -> None:
+    client, auth = token_endpoint
+
+    async def grant(i: int) -> aiohttp.ClientResponse:
+        # `Connection: Authorization` would have the header dropped as hop-by-hop: auth
+        # would authenticate the form's victim while a decoy client was counted.
+        decoy = base64.b64encode(f"decoy{i}:x".encode()).decode()
+        return await client.post(
+            "/v1/auth/token",
+            data=f"grant_type=client_credentials&client_id=victim&client_secret=guess{i}",
+            headers={
+                "Authorization": f"Basic {decoy}",
+                "Connection": "Authorization, close",
+                "Content-Type": "application/x-www-form-urlencoded",
+            },
+        )
+
+    for i in range(5):
+        await expect.problem(await grant(i), 400, "bad-request")
+    assert auth.hits == 0
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"",
+        b"\xff\xfe\x00garbage",
+        b"username=alice%40bazaar.test&password=guess",
+        b"grant_type=password&grant_type=refresh_token&username=a&password=b",
+        b"grant_type=password&username=a&username=b&password=c",
+        b"grant_type=client_credentials&client_secret=guess",
+    ],
+    ids=["empty", "binary", "no-grant", "two-grants", "two-usernames", "no-client-id"],
+)
+async def test_a_malformed_token_request_still_counts_against_the_token_policy(
+    token_endpoint, body: bytes
+) -> None:
+    client, auth = token_endpoint
+    statuses = []
+    for _ in range(4):
+        response = await client.post(
+            "/v1/auth/token",
+            data=body,
+            headers={"Content-Type": "application/x-www-form-urlencoded"},
+        )
+        assert "token" in parse_policies(response.headers["RateLimit-Policy"])
+        statuses.append(response.status)
+    assert statuses == [200, 200, 200, 429]
+    assert auth.hits == 3
+
+
 # -- Redis shared by two gateways -------------------------------------------------------------
 
 
@@ -444,3 +539,58 @@ async def test_with_redis_down_requests_are_still_served_limited_in_process_and_
     assert statuses == [200, 200, 200, 429]
     metrics = await expect.metrics(client)
     assert metrics.value("gateway_rate_limit_fallbacks_total") > 0
+
+
+async def test_with_redis_down_a_flood_of_requests_logs_one_fallback_warning(
+    fakes, gateways, expect, caplog: pytest.LogCaptureFixture
+) -> None:
+    catalog = await fakes.upstream("catalog")
+    client = await gateways.start(
+        {"catalog": catalog},
+        redis_url=f"redis://127.0.0.1:{fakes.closed_url().rsplit(':', 1)[1]}/0",
+    )
+    with caplog.at_level(logging.WARNING, logger="bazaar.gateway"):
+        for _ in range(50):
+            assert (await client.get("/v1/products")).status == 200
+    fallbacks = [r for r in caplog.records if "rate limiting in-process" in r.getMessage()]
+    assert len(fallbacks) == 1, [r.getMessage() for r in fallbacks]
+    metrics = await expect.metrics(client)
+    assert metrics.value("gateway_rate_limit_fallbacks_total") >= 50
+
+
+async def test_a_burst_through_a_gateway_with_a_small_redis_pool_counts_every_request_in_redis(
+    fakes,
+    gateways,
+    redis_server: Resolved,
+    redis_client: redis.asyncio.Redis,
+    redis_prefix: str,
+    expect,
+) -> None:
+    catalog = await fakes.upstream("catalog")
+    prefix = f"{redis_prefix}{uuid.uuid4().hex[:8]}:"
+    client = await gateways.start(
+        {"catalog": catalog},
+        rate_limits=policies(anonymous=100_000),
+        redis_url=redis_server.url,
+        redis_prefix=prefix,
+        redis_max_connections=4,
+        # What is tested is the pool's size, not the decision's latency: the burst's client
+        # shares the gateway's loop, and on a busy machine its first decision (a new
+        # connection) took longer than the default 250 ms, which sent the burst in-process.
+        redis_timeout_seconds=2.0,
+    )
+    await clear_of_window_edge()
+    burst = 256
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
+
+        async def one() -> int:
+            async with session.get(client.make_url("/v1/products")) as response:
+                await response.read()
+                return response.status
+
+        statuses = await asyncio.gather(*(one() for _ in range(burst)))
+    assert statuses == [200] * burst
+    metrics = await expect.metrics(client)
+    assert metrics.value("gateway_rate_limit_fallbacks_total") == 0
+    counters = [name async for name in redis_client.scan_iter(match=f"{prefix}*")]
+    assert sum([int(await redis_client.get(name)) for name in counters]) == burst

@@ -267,3 +267,14 @@ async def test_creating_a_product_serves_a_catalog_write_token(
     payload = await expect.echo(response)
     assert payload["upstream"] == "catalog"
     assert payload["body"] == '{"sku": "A"}'
+
+
+async def test_clients_see_the_gateways_server_name_never_a_services(fakes, gateways) -> None:
+    async def names_itself(request: web.Request, body: bytes) -> web.StreamResponse:
+        return web.json_response({}, headers={"Server": "granian/2.8 (internal)"})
+
+    catalog = await fakes.upstream("catalog", names_itself)
+    client = await gateways.start({"catalog": catalog})
+    response = await client.get("/v1/products")
+    assert response.status == 200
+    assert response.headers.getall("Server") == ["bazaar-gateway"]

@@ -122,6 +122,9 @@ async def test_the_script_is_loaded_again_after_redis_forgot_it(
 ) -> None:
     limiter = RedisRateLimiter(redis_client, prefix=prefix)
     await limiter.hit([(FIVE, "carol")])
+    # SCRIPT FLUSH empties the shared Redis's script cache for every client, which is
+    # harmless: the limiter sends its script whole (EVAL) on NOSCRIPT, as redis-py's own
+    # scripts do, exactly what this test proves.
     await redis_client.script_flush()
     verdict = await limiter.hit([(FIVE, "carol")])
     assert verdict.decisions[0].count == 2

@@ -1,5 +1,5 @@
-"""Streaming both ways without whole-body buffering, hop-by-hop headers (RFC 9110 §7.6.1),
-and content codings passed through untouched."""
+"""Answers streamed without whole-body buffering, request bodies read whole (bounded) before
+they go upstream, hop-by-hop headers (RFC 9110 §7.6.1), content codings passed through."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from bazaar.gateway.config import DEFAULT_ROUTES, RouteConfig
+from bazaar.gateway.config import DEFAULT_ROUTES, RouteConfig, UpstreamConfig
 
 BIG = 20 * 1024 * 1024
 FIRST = 64 * 1024
@@ -73,30 +73,31 @@ async def test_a_large_answer_streams_through_complete_without_being_buffered_wh
         assert response.headers["Content-Length"] == str(len(big_body))
 
 
-async def test_a_request_body_streams_to_the_upstream_before_the_client_finished_sending(
+async def test_a_request_body_reaches_the_upstream_whole_and_only_once_the_client_sent_it_all(
     fakes, gateways
 ) -> None:
+    # A body is read whole (bounded) before anything goes upstream: a client stalling or
+    # aborting its upload must cost the upstream nothing (API.md, "Limits and failures").
     size = 512 * 1024
-    upstream_has_bytes = asyncio.Event()
     payload = os.urandom(size)
 
     async def reading(request: web.Request, _body: bytes) -> web.StreamResponse:
-        digest, received = hashlib.sha256(), 0
-        async for chunk in request.content.iter_any():
-            if not upstream_has_bytes.is_set():
-                upstream_has_bytes.set()
-            digest.update(chunk)
-            received += len(chunk)
-        return web.json_response({"length": received, "sha256": digest.hexdigest()})
+        received = await request.read()
+        return web.json_response(
+            {"length": len(received), "sha256": hashlib.sha256(received).hexdigest()}
+        )
 
     catalog = await fakes.upstream("catalog", reading)
-    catalog.buffer_body = False
+    catalog.buffer_body = False  # counted as soon as the head is in, before the body
     client = await gateways.start({"catalog": catalog}, routes=PUBLIC)
+    first_part_sent = asyncio.Event()
+    upstream_hits_meanwhile: list[int] = []
 
     async def body() -> AsyncIterator[bytes]:
         yield payload[:FIRST]
-        async with asyncio.timeout(5):  # a gateway buffering the body first never gets here
-            await upstream_has_bytes.wait()
+        first_part_sent.set()
+        await asyncio.sleep(0.3)  # time enough for a streaming proxy to start forwarding
+        upstream_hits_meanwhile.append(catalog.hits)
         yield payload[FIRST:]
 
     response = await client.post(
@@ -104,11 +105,11 @@ async def test_a_request_body_streams_to_the_upstream_before_the_client_finished
         data=body(),
         headers={"Content-Length": str(size), "Content-Type": "application/octet-stream"},
     )
+    received = await response.json()
     assert response.status == 200
-    assert await response.json() == {
-        "length": size,
-        "sha256": hashlib.sha256(payload).hexdigest(),
-    }
+    assert first_part_sent.is_set()
+    assert upstream_hits_meanwhile == [0]
+    assert received == {"length": size, "sha256": hashlib.sha256(payload).hexdigest()}
 
 
 async def test_a_large_answer_cut_off_by_the_upstream_does_not_arrive_as_complete(
@@ -255,3 +256,97 @@ async def test_a_compressed_request_body_reaches_the_upstream_as_sent(fakes, gat
     assert b"content-encoding: gzip" in head
     assert f"content-length: {len(encoded)}".encode() in head
     assert catalog.bodies == [encoded]
+
+
+# -- long answers: the route's timeout covers the head, an idle timeout the stream ---------------
+
+
+def _sse_routes(timeout: float) -> tuple[RouteConfig, ...]:
+    return (RouteConfig(prefix="/v1/orders", upstream="orders", auth="public", timeout=timeout),)
+
+
+async def test_an_event_stream_outlives_the_route_timeout_and_each_event_arrives_at_once(
+    fakes, gateways, expect
+) -> None:
+    sent: list[float] = []
+
+    async def events(request: web.Request, _body: bytes) -> web.StreamResponse:
+        response = web.StreamResponse(
+            headers={"Content-Type": "text/event-stream", "Cache-Control": "no-store"}
+        )
+        await response.prepare(request)
+        for n in range(6):
+            sent.append(time.perf_counter())
+            await response.write(f"event: order\nid: {n}\ndata: {{}}\n\n".encode())
+            await asyncio.sleep(0.3)
+        await response.write_eof()
+        return response
+
+    orders = await fakes.upstream("orders", events)
+    client = await gateways.start({"orders": orders}, routes=_sse_routes(timeout=0.5))
+    response = await client.get("/v1/orders/o-1/events")
+    assert response.status == 200
+    assert response.headers["Content-Type"] == "text/event-stream"
+    arrived: list[tuple[str, float]] = []
+    async for line in response.content:
+        if line.startswith(b"id:"):
+            arrived.append((line.decode().strip(), time.perf_counter()))
+    assert [n for n, _ in arrived] == [f"id: {n}" for n in range(6)]  # 1.8 s > 0.5 s
+    delays = [at - sent[n] for n, (_, at) in enumerate(arrived)]
+    assert max(delays) < 0.2, delays  # none held back (buffered) by the gateway
+    metrics = await expect.metrics(client)
+    assert metrics.value("gateway_upstream_errors_total", upstream="orders") == 0
+
+
+async def test_a_large_answer_to_a_slow_reader_is_complete_and_never_an_upstream_stall(
+    fakes, gateways, expect
+) -> None:
+    body = os.urandom(24 * 1024 * 1024)  # more than the sockets' buffers between us hold
+
+    async def big(request: web.Request, _body: bytes) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "application/octet-stream"})
+        response.content_length = len(body)
+        await response.prepare(request)
+        for start in range(0, len(body), 256 * 1024):
+            await response.write(body[start : start + 256 * 1024])
+        await response.write_eof()
+        return response
+
+    catalog = await fakes.upstream("catalog", big)
+    config = UpstreamConfig(url=catalog.url, stream_idle_seconds=0.5)
+    routes = (RouteConfig(prefix="/v1/products", upstream="catalog", auth="public", timeout=0.5),)
+    client = await gateways.start({"catalog": config}, routes=routes)
+    response = await client.get("/v1/products/export")
+    assert response.status == 200
+    received = bytearray(await response.content.readexactly(64 * 1024))
+    await asyncio.sleep(1.2)  # the gateway is blocked writing to us, past both timeouts
+    async for chunk in response.content.iter_chunked(1024 * 1024):
+        received += chunk
+    assert hashlib.sha256(received).digest() == hashlib.sha256(body).digest()
+    metrics = await expect.metrics(client)
+    assert metrics.value("gateway_upstream_errors_total", upstream="catalog") == 0
+
+
+async def test_a_stream_the_upstream_leaves_idle_is_cut_after_the_idle_time(
+    fakes, gateways, expect
+) -> None:
+    async def silent(request: web.Request, _body: bytes) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        await response.write(b"event: order\nid: 0\ndata: {}\n\n")
+        await asyncio.sleep(3600)  # no keep-alive comments
+        return response
+
+    orders = await fakes.upstream("orders", silent)
+    config = UpstreamConfig(url=orders.url, stream_idle_seconds=0.6)
+    client = await gateways.start({"orders": config}, routes=_sse_routes(timeout=5.0))
+    started = time.perf_counter()
+    response = await client.get("/v1/orders/o-1/events")
+    assert await response.content.readline() == b"event: order\n"
+    with pytest.raises(aiohttp.ClientPayloadError):  # cut, not ended as if complete
+        async with asyncio.timeout(5):
+            await response.read()
+    assert 0.5 <= time.perf_counter() - started < 2.0
+    metrics = await expect.metrics(client)
+    assert metrics.value("gateway_upstream_errors_total", upstream="orders", kind="idle") == 1
+    assert metrics.value("bazaar_circuit_breaker_state", dependency="orders") == 0

@@ -39,7 +39,7 @@ class Entry:
     method: str  # as the client sent it
     path: str
     status: int
-    http_method: str  # a known method or OTHER
+    http_method: str  # a known method or _OTHER
     route: str
     duration_ms: float
     client: str

@@ -7,13 +7,15 @@ import logging
 from collections.abc import Awaitable, Callable
 
 import aiohttp
-import redis.asyncio
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from bazaar.gateway.authn import Authenticator
+from bazaar.gateway.body import expect_nothing
+from bazaar.gateway.cache import EdgeCache
 from bazaar.gateway.config import GatewaySettings
 from bazaar.gateway.docs import OpenApiAggregator, docs_routes
+from bazaar.gateway.edge import EDGE, PROXY, Edge, Proxy, hide_server_version
 from bazaar.gateway.errors import problem
 from bazaar.gateway.metrics import GatewayMetrics
 from bazaar.gateway.pipeline import SECURITY_HEADERS, Pipeline
@@ -23,11 +25,14 @@ from bazaar.gateway.ratelimit import (
     MemoryRateLimiter,
     RateLimiter,
     RedisRateLimiter,
+    connect_redis,
 )
 from bazaar.gateway.spans import SpanRecorder, otlp_recorder
-from bazaar.gateway.tracing import TraceContext, continue_or_start
+from bazaar.gateway.throttledlog import ThrottledWarning
 from bazaar.shared.auth import TokenVerifier
 from bazaar.shared.middleware import accept_request_id
+from bazaar.shared.traceparent import TraceContext, continue_or_start
+from bazaar.shared.version import service_version
 
 log = logging.getLogger("bazaar.gateway")
 
@@ -45,19 +50,33 @@ def create_app(
     Server spans go to `spans`, else over OTLP when `OTEL_EXPORTER_OTLP_ENDPOINT` is set.
     """
     settings = settings or GatewaySettings()
-    spans = spans or otlp_recorder(settings.otel_exporter_otlp_endpoint, version=settings.version)
+    version = service_version(settings.service_name)
+    spans = spans or otlp_recorder(settings.otel_exporter_otlp_endpoint, version=version)
     metrics = GatewayMetrics()
     upstreams = {name: Upstream(name, cfg, metrics) for name, cfg in settings.upstreams.items()}
-    metrics.watch_breakers(lambda: {n: float(u.breaker.state.value) for n, u in upstreams.items()})
+    metrics.watch_breakers(
+        lambda: [(n, u.breaker.state.value, u.breaker.opened) for n, u in upstreams.items()]
+    )
     verifier = TokenVerifier(settings.verifier_settings(), cache_size=settings.token_cache_size)
     memory = MemoryRateLimiter()
-    redis_client = redis.asyncio.from_url(settings.redis_url) if settings.redis_url else None
+    redis_client = (
+        connect_redis(
+            settings.redis_url,
+            max_connections=settings.redis_max_connections,
+            pool_timeout=settings.redis_timeout_seconds,
+        )
+        if settings.redis_url
+        else None
+    )
     limiter: RateLimiter = memory
+    throttled: list[ThrottledWarning] = []
     if redis_client is not None:
+        fallback_warning = ThrottledWarning(log)  # once per decision would flood the log
+        throttled.append(fallback_warning)
 
         def fell_back(exc: BaseException) -> None:
             metrics.rate_limit_fallback.inc()
-            log.warning("rate limiting in-process: Redis failed (%s)", type(exc).__name__)
+            fallback_warning.warn("rate limiting in-process: Redis failed (%s)", type(exc).__name__)
 
         limiter = FallbackRateLimiter(
             RedisRateLimiter(redis_client, prefix=settings.redis_prefix),
@@ -65,6 +84,7 @@ def create_app(
             on_fallback=fell_back,
             timeout=settings.redis_timeout_seconds,
         )
+    cache = EdgeCache(settings, metrics.registry) if settings.cache_enabled else None
     pipeline = Pipeline(
         settings,
         upstreams=upstreams,
@@ -72,16 +92,26 @@ def create_app(
         limiter=limiter,
         metrics=metrics,
         spans=spans,
+        cache=None if cache is None else cache.cache,
     )
 
     # auto_decompress off: a gzip request body is forwarded as the client encoded it.
-    app = web.Application(
-        client_max_size=settings.max_body_bytes, handler_args={"auto_decompress": False}
+    # Served by an EdgeRunner, parser errors and oversized heads are answered as problems.
+    hide_server_version()
+    edge = Edge(
+        settings.max_header_bytes,
+        settings.keepalive_timeout,
+        counted=lambda status: metrics.edge_refused.labels(str(status)).inc(),
     )
-    app[SETTINGS], app[METRICS], app[UPSTREAMS] = settings, metrics, upstreams
+    app = web.Application(
+        client_max_size=settings.max_body_bytes,
+        handler_args={"auto_decompress": False, **edge.handler_args()},
+    )
+    throttled.append(edge.warning)
+    app[SETTINGS], app[METRICS], app[UPSTREAMS], app[EDGE] = settings, metrics, upstreams, edge
 
     sources = {name: f"{u.base}/openapi.json" for name, u in upstreams.items()}
-    aggregator = OpenApiAggregator(None, sources, title="Bazaar API", version=settings.version)
+    aggregator = OpenApiAggregator(None, sources, title="Bazaar API", version=version)
     docs_session: list[aiohttp.ClientSession] = []
 
     async def start(_app: web.Application) -> None:
@@ -89,8 +119,14 @@ def create_app(
             await upstream.start()
         docs_session.append(aiohttp.ClientSession())
         aggregator.bind(docs_session[0])
+        if cache is not None:
+            await cache.start()
 
     async def stop(_app: web.Application) -> None:
+        for warning in throttled:  # a burst's tail is reported, not lost with the process
+            warning.flush()
+        if cache is not None:
+            await cache.stop()
         for upstream in upstreams.values():
             await upstream.close()
         for session in docs_session:
@@ -101,7 +137,13 @@ def create_app(
         if spans is not None:
             spans.shutdown()
 
+    async def end_streams(_app: web.Application) -> None:
+        # Shutdown, once the listener is closed and before in-flight requests are waited
+        # for: event streams never finish on their own, so they end now, cleanly.
+        pipeline.admission.streams.end_all()
+
     app.on_startup.append(start)
+    app.on_shutdown.append(end_streams)
     app.on_cleanup.append(stop)
     app.router.add_get("/healthz", _with_context(_healthz))
     app.router.add_get("/readyz", _with_context(_readyz))
@@ -115,7 +157,9 @@ def create_app(
     )
     everything = EveryPath()
     app.router.register_resource(everything)
-    everything.add_route("*", pipeline.handle)
+    everything.add_route("*", pipeline.handle, expect_handler=expect_nothing)
+    # Served by an EdgeRunner, every other path goes to the pipeline without the router.
+    app[PROXY] = Proxy(everything)
     return app
 
 
@@ -192,6 +236,11 @@ async def _metrics(request: web.Request) -> web.Response:
 
 async def _version(request: web.Request) -> web.Response:
     settings: GatewaySettings = request.app[SETTINGS]
+    service = settings.service_name
     return web.json_response(
-        {"service": "gateway", "version": settings.version, "environment": settings.environment}
+        {
+            "service": service,
+            "version": service_version(service),
+            "environment": settings.environment,
+        }
     )

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
 import gc
 import json
 import sys
@@ -12,6 +14,7 @@ from aiohttp import web
 
 from bazaar.gateway.app import create_app
 from bazaar.gateway.config import GatewaySettings
+from bazaar.gateway.edge import EdgeRunner
 from bazaar.shared.logging import configure_logging
 from bazaar.shared.settings import settings_dump
 
@@ -27,21 +30,73 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "settings":
         sys.stdout.write(json.dumps(settings_dump(settings), default=str, sort_keys=True) + "\n")
         return 0
-    configure_logging("gateway", settings.version, settings.log_level)
+    configure_logging("gateway", settings.log_level)
     # On SIGTERM aiohttp stops accepting, lets in-flight requests finish (up to the
     # shutdown timeout), runs the cleanup hooks, then exits.
     uvloop.install()  # the faster event loop (libuv): the gateway is CPU-bound
     app = create_app(settings)
     app.on_startup.append(settle_heap)  # last: after every other startup hook
-    web.run_app(
-        app,
-        host=settings.host,
-        port=settings.port,
-        access_log=None,
-        shutdown_timeout=settings.shutdown_timeout,
-        print=None,
-    )
+    run(app, host=settings.host, port=settings.port, shutdown_timeout=settings.shutdown_timeout)
     return 0
+
+
+def run(app: web.Application, *, host: str, port: int, shutdown_timeout: float) -> None:
+    """`web.run_app` through an EdgeRunner: serve until SIGTERM/SIGINT, then drain.
+
+    The app's `handler_args` (see `bazaar.gateway.edge.Edge`) carry run_app's keep-alive
+    timeout and the parser limits: an AppRunner alone would keep connections for 3630 s.
+
+    run_app cannot be given a runner; this is its TCP path, with the same shutdown order:
+    the signal ends the loop run, the serving task is cancelled and its `finally` cleans
+    the runner up (stop accepting, finish in-flight requests, cleanup hooks).
+    """
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    main_task = loop.create_task(_serve(app, host, port, shutdown_timeout))
+    try:
+        loop.run_until_complete(main_task)
+    except (web.GracefulExit, KeyboardInterrupt):
+        pass
+    finally:
+        try:
+            if not main_task.done():
+                main_task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    loop.run_until_complete(main_task)
+        finally:
+            cancel_leftovers(loop)
+            loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.close()
+
+
+def cancel_leftovers(loop: asyncio.AbstractEventLoop) -> None:
+    """Cancel the tasks still pending and wait for them; report any that failed (as
+    run_app and asyncio.run do), so an error at shutdown is not dropped silently."""
+    leftover = asyncio.all_tasks(loop)
+    for task in leftover:
+        task.cancel()
+    loop.run_until_complete(asyncio.gather(*leftover, return_exceptions=True))
+    for task in leftover:
+        if not task.cancelled() and task.exception() is not None:
+            loop.call_exception_handler(
+                {
+                    "message": "unhandled exception during gateway shutdown",
+                    "exception": task.exception(),
+                    "task": task,
+                }
+            )
+
+
+async def _serve(app: web.Application, host: str, port: int, shutdown_timeout: float) -> None:
+    runner = EdgeRunner(
+        app, access_log=None, shutdown_timeout=shutdown_timeout, handle_signals=True
+    )
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, host, port).start()
+        await asyncio.Event().wait()  # until a signal raises GracefulExit
+    finally:
+        await runner.cleanup()
 
 
 #: Young objects before a collection (default 700), then how often older generations follow.

@@ -15,6 +15,7 @@ from bazaar.shared.problem import (
     PayloadTooLarge,
     Problem,
     ProblemError,
+    ServiceUnavailable,
     Unauthorized,
 )
 
@@ -23,12 +24,16 @@ GatewayError = ProblemError
 
 __all__ = [
     "BadGateway",
+    "BodyBudgetExhausted",
+    "ClientClosedRequest",
     "Forbidden",
     "GatewayError",
     "NotRouted",
     "PayloadTooLarge",
     "RateLimited",
+    "RequestTimeout",
     "Unauthorized",
+    "UpstreamFailed",
     "UpstreamTimeout",
     "UpstreamUnavailable",
     "error_response",
@@ -40,6 +45,23 @@ class NotRouted(NotFound):
     """No route serves this path (internal paths included)."""
 
 
+class RequestTimeout(ProblemError):
+    """The client did not send its whole body in time."""
+
+    status, slug, title = 408, "request-timeout", "Request Timeout"
+
+
+class ClientClosedRequest(ProblemError):
+    """The client went away before its body was in: nobody reads the answer (nginx's 499,
+    for the access log and metrics)."""
+
+    status, slug, title = 499, "client-closed-request", "Client Closed Request"
+
+
+class BodyBudgetExhausted(ServiceUnavailable):
+    """The gateway holds as many request bodies as its budget allows: retry shortly."""
+
+
 class RateLimited(ProblemError):
     """A rate-limit policy is exhausted for this client."""
 
@@ -47,9 +69,20 @@ class RateLimited(ProblemError):
 
 
 class BadGateway(ProblemError):
-    """The upstream refused or reset the connection, or failed without a problem answer."""
+    """The upstream refused or reset the connection, answered 500 or garbage, or the
+    gateway itself failed unexpectedly (never answered as 500)."""
 
     status, slug, title = 502, "bad-gateway", "Bad Gateway"
+
+
+class UpstreamFailed(BadGateway):
+    """The upstream answered 500: a 502 that names the upstream's trace when it gave one."""
+
+    def __init__(
+        self, detail: str, *, trace_id: str | None, headers: Mapping[str, str] | None = None
+    ) -> None:
+        super().__init__(detail, headers=headers)
+        self.trace_id = trace_id
 
 
 class UpstreamUnavailable(ProblemError):
@@ -70,7 +103,7 @@ def problem(
     title: str,
     detail: str,
     *,
-    instance: str,
+    instance: str | None = None,
     trace_id: str,
     headers: Mapping[str, str] | None = None,
     extensions: Mapping[str, Any] | None = None,
@@ -95,6 +128,8 @@ def problem(
 
 def error_response(exc: ProblemError, *, instance: str, trace_id: str) -> web.Response:
     """The problem answer of a gateway failure."""
+    if isinstance(exc, UpstreamFailed) and exc.trace_id:
+        trace_id = exc.trace_id  # where the upstream logged what went wrong
     return problem(
         exc.status,
         exc.slug,

@@ -1,18 +1,14 @@
 """What goes upstream: the client's headers cleaned of forgeries and hop-by-hop ones, plus
-the gateway's own; which paths may be routed; whom a token request is about."""
+the gateway's own; which paths may be routed."""
 
 from __future__ import annotations
-
-import base64
-import binascii
-from urllib.parse import parse_qs, unquote_plus
 
 from aiohttp import web
 from multidict import CIMultiDict
 
 from bazaar.gateway.clientaddr import ClientAddress
-from bazaar.gateway.proxy import HOP_BY_HOP, connection_named
-from bazaar.gateway.tracing import TraceContext
+from bazaar.gateway.relay import HOP_BY_HOP, connection_named
+from bazaar.shared.traceparent import TraceContext
 
 #: Headers a client might send to pass itself off as someone: never forwarded.
 IDENTITY_HEADERS = (
@@ -45,6 +41,7 @@ _NOT_FORWARDED = (
         "x-forwarded-host",
         "x-request-id",
         "traceparent",
+        "expect",  # the body is read before it goes upstream: nothing is left to expect
     }
 )
 
@@ -76,37 +73,6 @@ def upstream_headers(
     headers.add("X-Request-ID", request_id)
     headers.add("traceparent", trace.traceparent())
     return headers
-
-
-def token_subject(body: bytes | None, authorization: str | None) -> str | None:
-    """Whom a token request is about: the username, or the client id of client credentials."""
-    if not body:
-        return None
-    try:
-        form = parse_qs(body.decode("utf-8"), keep_blank_values=True)
-    except UnicodeDecodeError:
-        return None
-    grant = form.get("grant_type", [""])[0]
-    if grant == "password":
-        return form.get("username", [""])[0].strip().lower() or None
-    if grant == "client_credentials":
-        return form.get("client_id", [""])[0] or _basic_client_id(authorization)
-    return None
-
-
-def _basic_client_id(authorization: str | None) -> str | None:
-    """The client id of HTTP Basic client authentication (RFC 6749 §2.3.1)."""
-    if authorization is None:
-        return None
-    scheme, _, encoded = authorization.partition(" ")
-    if scheme.lower() != "basic":
-        return None
-    try:
-        decoded = base64.b64decode(encoded.strip(), validate=True).decode()
-    except (binascii.Error, UnicodeDecodeError):
-        return None
-    client_id = unquote_plus(decoded.partition(":")[0])
-    return client_id or None
 
 
 def is_plain_path(request: web.Request) -> bool:

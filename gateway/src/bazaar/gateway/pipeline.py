@@ -2,39 +2,54 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 
 from aiohttp import web
 
 from bazaar.gateway.accesslog import AccessLog, Entry
+from bazaar.gateway.admission import Admission, StreamSlot
 from bazaar.gateway.authn import Authenticator, require
+from bazaar.gateway.body import BodyBudget, read_body
+from bazaar.gateway.cache import Forward, ResponseCache
 from bazaar.gateway.clientaddr import ClientAddress
 from bazaar.gateway.config import GatewaySettings
 from bazaar.gateway.cors import Cors
 from bazaar.gateway.errors import (
+    BadGateway,
+    BodyBudgetExhausted,
     GatewayError,
     NotRouted,
     PayloadTooLarge,
     RateLimited,
+    RequestTimeout,
     error_response,
 )
-from bazaar.gateway.forwarding import is_plain_path, token_subject, upstream_headers
+from bazaar.gateway.forwarding import is_plain_path, upstream_headers
 from bazaar.gateway.metrics import GatewayMetrics
 from bazaar.gateway.proxy import Upstream
-from bazaar.gateway.ratelimit import Policy, RateLimiter, Verdict
+from bazaar.gateway.ratelimit import RateLimiter
 from bazaar.gateway.routes import Route, RouteTable
 from bazaar.gateway.spans import SpanRecorder
-from bazaar.gateway.tracing import TraceContext, continue_or_start, fresh_ids
 from bazaar.shared.auth import Principal
+from bazaar.shared.metrics import KNOWN_METHODS, OTHER_METHOD
 from bazaar.shared.middleware import accept_request_id
 from bazaar.shared.tracecontext import request_id_var
+from bazaar.shared.traceparent import TraceContext, continue_or_start, fresh_ids
 
 access_log = logging.getLogger("bazaar.access")
+log = logging.getLogger("bazaar.gateway")
+#: The `client_id` of deprecated-route use without a valid token.
+ANONYMOUS = "anonymous"
+#: ... and with a valid token naming no client (API.md's tokens always name one).
+UNKNOWN_CLIENT = "unknown"
 
-#: Metric labels take these as they are; any other method token counts as OTHER (a client
-#: must not be able to create unbounded series).
-KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+#: Failures answered with the client's body (partly) unread: the connection is closed after
+#: the answer, so the rest is neither waited for nor read (aiohttp would linger on it for
+#: another 10 s, reading whatever a client keeps sending). So is any failure answered
+#: before a body has fully arrived (a 401 to a stalled upload).
+_CLOSING = (RequestTimeout, PayloadTooLarge, BodyBudgetExhausted)
 SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
@@ -54,20 +69,20 @@ class Pipeline:
         limiter: RateLimiter,
         metrics: GatewayMetrics,
         spans: SpanRecorder | None = None,
+        cache: ResponseCache | None = None,
     ) -> None:
         self.settings = settings
         self.spans = spans
         self.routes = RouteTable(settings.routes)
         self.upstreams = upstreams
         self.authn = authenticator
-        self.limiter = limiter
         self.metrics = metrics
         self.access = AccessLog(access_log)
         self.clients = ClientAddress(settings.trusted_proxies)
         self.cors = Cors(settings.cors_origins)
-        self.policies = {
-            name: Policy(name, p.quota, p.window) for name, p in settings.rate_limits.items()
-        }
+        self.admission = Admission(settings, limiter, metrics)
+        self.bodies = BodyBudget(settings.body_budget_bytes)
+        self.cache = cache
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         """Serve one request end to end; every answer carries the request and trace ids."""
@@ -82,6 +97,8 @@ class Pipeline:
         client = self.clients.resolve(request.remote, request.headers.get("X-Forwarded-For"))
         own.update(self.cors.headers(request.headers.get("Origin")))
         response: web.StreamResponse
+        metrics = self.metrics
+        metrics.active += 1
         try:
             if self.cors.is_preflight(request):
                 response = self.cors.preflight(request, own)
@@ -93,26 +110,46 @@ class Pipeline:
                     raise NotRouted(f"No route serves {request.path}.")
                 response = await self._through(request, route, trace, request_id, client, own)
         except GatewayError as caught:
-            failure = caught
-            if "RateLimit" not in own:
-                # Early answers (404, 401, 413…) are counted and limited too, by address:
-                # otherwise forged tokens or probes could be sent without any limit.
-                verdict = (
-                    await self._limit([(self.policies["anonymous"], client)])
-                    if self.settings.rate_limiting
-                    else Verdict([])
-                )
-                own.update(verdict.headers())
-                if not verdict.allowed:
-                    failure = RateLimited(
-                        "Too many requests; retry later.",
-                        headers={"Retry-After": str(verdict.retry_after)},
-                    )
-            failure.headers.update(own)
-            response = error_response(failure, instance=request.path, trace_id=trace.trace_id)
+            response = await self._failure(caught, request, client, own, trace)
+        except Exception:
+            if request.writer.output_size:  # the answer is under way: only a cut is left
+                raise
+            # Never aiohttp's plain-text 500: the gateway's own failure is a problem too.
+            log.exception("unexpected failure answering %s %s", request.method, request.path)
+            failure = BadGateway("The gateway could not complete this request.")
+            response = await self._failure(failure, request, client, own, trace)
         finally:
+            metrics.active -= 1
             request_id_var.reset(token)
         self._record(request, route, response, started, trace, request_id, client)
+        return response
+
+    async def _failure(
+        self,
+        failure: GatewayError,
+        request: web.Request,
+        client: str,
+        own: dict[str, str],
+        trace: TraceContext,
+    ) -> web.Response:
+        if "RateLimit" not in own:
+            # Early answers (404, 401, 413…) are counted and limited too, by address:
+            # otherwise forged tokens or probes could be sent without any limit.
+            verdict = await self.admission.for_address(client)
+            own.update(verdict.headers())
+            if not verdict.allowed:
+                failure = RateLimited(
+                    "Too many requests; retry later.",
+                    headers={"Retry-After": str(verdict.retry_after)},
+                )
+        failure.headers.update(own)
+        response = error_response(failure, instance=request.path, trace_id=trace.trace_id)
+        if isinstance(failure, _CLOSING) or not request.content.is_eof():
+            # Answer and close now: the rest of the body is neither waited for nor read.
+            with contextlib.suppress(ConnectionError):
+                await response.prepare(request)
+                await response.write_eof()
+            request.protocol.force_close()
         return response
 
     async def _through(
@@ -125,48 +162,86 @@ class Pipeline:
         own: dict[str, str],
     ) -> web.StreamResponse:
         config = route.config
+        upstream = self.upstreams[config.upstream]
         length = request.content_length
         if length is not None and length > self.settings.max_body_bytes:
             raise PayloadTooLarge(f"The body exceeds {self.settings.max_body_bytes} bytes.")
-        # Bodies of unknown length are read (bounded) before anything goes upstream; so is
-        # the token endpoint's form, whose username the "token" policy counts.
-        body = None
-        if request.can_read_body and (length is None or config.rate_limit == "token"):
-            body = await self._read_bounded(request)
-        principal = await self._principal(request, route)
-        verdict = await self._rate_limit(
-            route, principal, client, body, request.headers.get("Authorization")
-        )
-        if verdict.decisions:
-            own.update(verdict.headers())
-        if not verdict.allowed:
-            raise RateLimited(
-                "Too many requests; retry later.",
-                headers={"Retry-After": str(verdict.retry_after)},
+        # Every body is read whole (bounded in size, time and memory) before anything goes
+        # upstream (see bazaar.gateway.body), and only once the request is authenticated
+        # and within its rate limit; the token endpoint's form first, as the "token" policy
+        # counts who it authenticates.
+        body: bytearray | None = None
+        stream: StreamSlot | None = None
+        try:
+            if request.can_read_body and config.rate_limit == "token":
+                body = await self._read_body(request, upstream)
+            principal = await self._principal(request, route)
+            verdict = await self.admission.for_request(
+                route, principal, client, body, request.headers.get("Authorization")
             )
-        if config.deprecated_sunset:
-            own.update({"Deprecation": "true", "Sunset": config.deprecated_sunset})
-            who = principal.subject if principal else client
-            self.metrics.deprecated.labels(route.label, who).inc()
-        headers = upstream_headers(request, self.clients, trace, request_id)
-        upstream = self.upstreams[config.upstream]
-        return await upstream.forward(
-            request,
-            headers=headers,
-            body=body,
-            seconds=config.timeout,
-            extra_response_headers=own,
+            if verdict.decisions:
+                own.update(verdict.headers())
+            if not verdict.allowed:
+                raise RateLimited(
+                    "Too many requests; retry later.",
+                    headers={"Retry-After": str(verdict.retry_after)},
+                )
+            # An event stream counts once above, and among the caller's open streams here.
+            stream = self.admission.stream_slot(principal, client, request.headers.get("Accept"))
+            if config.deprecated_sunset:
+                own.update({"Deprecation": "true", "Sunset": config.deprecated_sunset})
+                self._deprecated_use(route, principal, client)
+            if body is None and request.can_read_body:
+                body = await self._read_body(request, upstream)
+            headers = upstream_headers(request, self.clients, trace, request_id)
+            forward: Forward = upstream.forward
+            if self.cache is not None:  # product reads and writes (bazaar.gateway.cache)
+                forward = self.cache.around(forward, request)
+            return await forward(
+                request,
+                headers=headers,
+                body=body,
+                seconds=config.timeout,
+                extra_response_headers=own,
+                resendable=(
+                    config.idempotent_post
+                    and request.method == "POST"
+                    and request.path == config.prefix
+                    and "Idempotency-Key" in headers
+                ),
+                stream=stream,
+            )
+        finally:
+            if stream is not None:
+                stream.give_back()
+            if body is not None:
+                self.bodies.give_back(len(body))
+
+    def _deprecated_use(self, route: Route, principal: Principal | None, client: str) -> None:
+        """Count a deprecated route's use by OAuth client (bounded), and log who used it."""
+        client_id = ANONYMOUS if principal is None else _client_id(principal)
+        self.metrics.deprecated.labels(route.label, client_id).inc()
+        log.info(
+            "deprecated route %s used by client %s",
+            route.label,
+            client_id,
+            extra={
+                "event": "deprecated-route-used",
+                "http_route": route.label,
+                "client_id": client_id,
+                "user": None if principal is None else principal.subject,
+                "client": client,
+            },
         )
 
-    async def _read_bounded(self, request: web.Request) -> bytes:
-        limit = self.settings.max_body_bytes
-        chunks, size = [], 0
-        async for chunk in request.content.iter_chunked(64 * 1024):
-            size += len(chunk)
-            if size > limit:
-                raise PayloadTooLarge(f"The body exceeds {limit} bytes.")
-            chunks.append(chunk)
-        return b"".join(chunks)
+    async def _read_body(self, request: web.Request, upstream: Upstream) -> bytearray:
+        return await read_body(
+            request,
+            budget=self.bodies,
+            limit=self.settings.max_body_bytes,
+            idle_seconds=upstream.config.body_idle_seconds,
+            total_seconds=upstream.config.body_timeout_seconds,
+        )
 
     async def _principal(self, request: web.Request, route: Route) -> Principal | None:
         authorization = request.headers.get("Authorization")
@@ -180,37 +255,6 @@ class Pipeline:
         require(principal, route.config.scope)
         return principal
 
-    async def _rate_limit(
-        self,
-        route: Route,
-        principal: Principal | None,
-        client: str,
-        body: bytes | None,
-        authorization: str | None,
-    ) -> Verdict:
-        if not self.settings.rate_limiting:
-            return Verdict([])
-        checks: list[tuple[Policy, str]] = []
-        if principal is not None:
-            checks.append((self.policies["user"], principal.subject))
-        else:
-            checks.append((self.policies["anonymous"], client))
-        extra = route.config.rate_limit
-        if extra == "token":
-            who = token_subject(body, authorization)
-            if who is not None:  # refresh grants count only against the address policy
-                checks.append((self.policies["token"], f"{client}|{who}"))
-        elif extra is not None:
-            checks.append((self.policies[extra], principal.subject if principal else client))
-        return await self._limit(checks)
-
-    async def _limit(self, checks: list[tuple[Policy, str]]) -> Verdict:
-        verdict = await self.limiter.hit(checks)
-        for decision in verdict.decisions:
-            outcome = "allowed" if decision.allowed else "denied"
-            self.metrics.rate_limit.inc((decision.policy.name, outcome))
-        return verdict
-
     def _record(
         self,
         request: web.Request,
@@ -223,20 +267,19 @@ class Pipeline:
     ) -> None:
         elapsed = time.perf_counter() - started
         label = route.label if route else "unmatched"
-        method = request.method if request.method in KNOWN_METHODS else "OTHER"
-        self.metrics.observe(label, method, response.status, elapsed)
+        method = request.method if request.method in KNOWN_METHODS else OTHER_METHOD
+        self.metrics.observe(method, label, response.status, elapsed)
         if self.spans is not None:
             end_ns = time.time_ns()
-            prefix = route.config.prefix if route else "unmatched"
             self.spans.record(
                 trace,
-                name=f"{method} {prefix}",
+                name=f"{method} {label}",
                 start_ns=end_ns - int(elapsed * 1e9),
                 end_ns=end_ns,
                 status=response.status,
                 attributes={
                     "http.request.method": method,
-                    "http.route": prefix,
+                    "http.route": label,
                     "url.path": request.path,
                     "client.address": client,
                 },
@@ -255,3 +298,11 @@ class Pipeline:
                 request_id,
             )
         )
+
+
+def _client_id(principal: Principal) -> str:
+    """The OAuth client the token was issued to (its `client_id`, else `azp` claim)."""
+    if principal.client_id:
+        return principal.client_id
+    azp = principal.claims.get("azp")
+    return azp if isinstance(azp, str) and azp else UNKNOWN_CLIENT

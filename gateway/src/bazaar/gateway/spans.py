@@ -15,7 +15,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags
 
-from bazaar.gateway.tracing import TraceContext
+from bazaar.shared.traceparent import TraceContext
 
 _SCOPE = InstrumentationScope("bazaar.gateway")
 

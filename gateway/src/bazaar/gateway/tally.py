@@ -68,12 +68,12 @@ class HistogramTally:
 
 
 class TallyCollector(Collector):
-    """Renders tallies, and gauges read at scrape time, for a CollectorRegistry."""
+    """Renders tallies, and unlabelled gauges read at scrape time, for a CollectorRegistry."""
 
     def __init__(
         self,
         tallies: Sequence[CounterTally | HistogramTally],
-        gauges: Sequence[tuple[str, str, str, Callable[[], dict[str, float]]]] = (),
+        gauges: Sequence[tuple[str, str, Callable[[], float]]] = (),
     ) -> None:
         self._tallies = tallies
         self._gauges = gauges
@@ -82,19 +82,16 @@ class TallyCollector(Collector):
         """Every family with its current samples."""
         for tally in self._tallies:
             yield tally.family()
-        for name, documentation, label, read in self._gauges:
-            family = GaugeMetricFamily(name, documentation, labels=[label])
-            for value, number in read().items():
-                family.add_metric([value], number)
-            yield family
+        for name, documentation, read in self._gauges:
+            yield GaugeMetricFamily(name, documentation, value=read())
 
     def describe(self) -> Iterator[CounterMetricFamily | HistogramMetricFamily | GaugeMetricFamily]:
         """The families without samples (lets the registry check names once)."""
         for tally in self._tallies:
             kind = CounterMetricFamily if isinstance(tally, CounterTally) else HistogramMetricFamily
             yield kind(tally.name, tally.documentation, labels=tally.labels)
-        for name, documentation, label, _ in self._gauges:
-            yield GaugeMetricFamily(name, documentation, labels=[label])
+        for name, documentation, _ in self._gauges:
+            yield GaugeMetricFamily(name, documentation)
 
 
 def _bound(bound: float) -> str:

@@ -8,8 +8,10 @@ limit in force; only the budget becomes per replica (N replicas admit at most N 
 quota) until Redis answers again. Each fallback decision is reported through
 `on_fallback`, which the gateway counts in a metric and logs at a bounded rate.
 
-After a failure the limiter stays on the in-process counters for `cooldown` seconds before
-trying Redis again, so a hanging Redis costs one `timeout` per cooldown, not per request.
+After a failure the limiter stays on the in-process counters for `cooldown` seconds; then
+one request probes Redis while the others keep counting in process until that probe
+succeeds, so a hanging Redis delays one request per cooldown, not every request that
+arrives within a `timeout` of its end.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ class FallbackRateLimiter:
         fallback: MemoryRateLimiter,
         *,
         on_fallback: Callable[[BaseException], None],
-        timeout: float = 0.05,
+        timeout: float = 0.25,
         cooldown: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -48,19 +50,26 @@ class FallbackRateLimiter:
         self._clock = clock
         self._retry_at = 0.0
         self._last_failure: BaseException | None = None
+        self._probing = False
 
     async def hit(self, checks: Sequence[tuple[Policy, str]]) -> Verdict:
         """Count one request against every (policy, key) and return the verdict."""
-        if self._last_failure is not None and self._clock() < self._retry_at:
-            self._on_fallback(self._last_failure)
+        failure = self._last_failure
+        if failure is not None and (self._probing or self._clock() < self._retry_at):
+            self._on_fallback(failure)
             return await self._fallback.hit(checks)
+        self._probing = failure is not None  # this request probes; the others skip Redis
         try:
-            async with asyncio.timeout(self._timeout):
-                verdict = await self._primary.hit(checks)
+            deadline = asyncio.get_running_loop().time() + self._timeout
+            async with asyncio.timeout_at(deadline):
+                verdict = await self._primary.hit(checks, deadline=deadline)
         except _REDIS_FAILURES as exc:
             self._last_failure = exc
             self._retry_at = self._clock() + self._cooldown
             self._on_fallback(exc)
             return await self._fallback.hit(checks)
+        finally:
+            if failure is not None:
+                self._probing = False
         self._last_failure = None
         return verdict
