@@ -7,10 +7,10 @@ UV := $(shell command -v uv 2>/dev/null || echo $(CURDIR)/.tools/bin/uv)
 
 SRC := shared/src services/catalog/src services/auth/src services/orders/src gateway/src
 
-.PHONY: help up down test deps lint typecheck pytest contracts db clean
+.PHONY: help up down test deps lint typecheck gates pytest contracts contracts-check dashboards images images-test db clean
 
 help: ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
 
 $(CURDIR)/.tools/bin/uv:
 	@echo "installing uv from PyPI into .tools/"
@@ -25,24 +25,39 @@ ifneq ($(filter up,$(MAKECMDGOALS)),)
 UP_T0 := $(shell date +%s.%N)
 endif
 
-up: deps ## create the databases, migrate, seed, run the suite (DETACH=1: in the background)
-	@BAZAAR_UP_T0=$(UP_T0) DETACH=$(DETACH) scripts/up.sh
+up: deps ## create the databases, migrate, seed, run the suite and Prometheus (DETACH=1: in the background; MONITORING=0: no Prometheus)
+	@BAZAAR_UP_T0=$(UP_T0) DETACH=$(DETACH) MONITORING=$(MONITORING) scripts/up.sh
 
 down: ## stop a suite started with make up DETACH=1
 	@python3 scripts/supervise.py down
 
-test: deps lint typecheck pytest ## lint, type-check and run every test
+test: deps lint typecheck contracts-check gates pytest ## lint, type-check, check the contracts, run the security and policy gates and every test (with branch coverage)
 
 lint: deps ## ruff check and ruff format --check
 	$(UV) run --locked ruff check .
 	$(UV) run --locked ruff format --check .
 
-typecheck: deps ## mypy --strict on every src/ tree
+typecheck: deps ## mypy --strict on every src/ tree and the scripts' typed packages
 	$(UV) run --locked mypy --strict $(SRC)
+	MYPYPATH=scripts $(UV) run --locked mypy --strict scripts/dashboards.py scripts/bazaar_dashboards scripts/contracts_check.py scripts/bazaar_contracts \
+		scripts/gates/secret_scan.py scripts/gates/dependency_audit.py \
+		scripts/images.py scripts/images_journey.py scripts/images_manifest.py scripts/images_podman.py scripts/images_sbom.py scripts/images_standin.py
 
-pytest: deps ## every test: unit, integration (real PostgreSQL, Redis), contract, browser, system
+contracts-check: deps ## fail on a breaking change to contracts/ since the last release (BASE=<tag|commit|folder>)
+	$(UV) run --locked python scripts/contracts_check.py $(if $(BASE),--base $(BASE))
+
+gates: deps ## security and policy gates: secrets against .secrets.baseline, known vulnerabilities in uv.lock, checkov on what we deploy
+	$(UV) run --locked python scripts/gates/secret_scan.py
+	$(UV) run --locked python scripts/gates/dependency_audit.py
+	UV=$(UV) scripts/gates/checkov.sh
+
+# COV= (empty) runs tests without coverage, e.g. make pytest COV= PYTEST_ARGS=shared/tests
+COV ?= --cov --cov-report=html --cov-report=xml
+
+pytest: deps ## every test: unit, integration (real PostgreSQL, Redis), contract, browser, system; branch coverage in build/coverage
 	@scripts/ensure-chromium.sh
-	$(UV) run --locked pytest $(PYTEST_ARGS)
+	@scripts/ensure-prometheus.sh
+	$(UV) run --locked pytest $(COV) $(PYTEST_ARGS)
 
 SERVICES := auth catalog orders
 
@@ -50,9 +65,18 @@ contracts: deps ## regenerate the committed OpenAPI documents
 	@for s in $(SERVICES); do $(UV) run --locked bazaar-$$s openapi --output contracts/openapi/$$s.json; done
 	$(UV) run --locked python -m bazaar.gateway.contract contracts/openapi
 
+dashboards: deps ## regenerate the committed Grafana dashboards (deploy/monitoring/dashboards)
+	$(UV) run --locked python scripts/dashboards.py
+
+images: deps ## build the four images with podman (offline stand-ins for missing base images) and an SBOM each in build/images/
+	$(UV) run --locked python scripts/images.py build
+
+images-test: images ## run the images as containers (non-root, read-only) on this machine's PostgreSQL, RabbitMQ, Redis: migrations, the journey, SIGTERM
+	$(UV) run --locked python scripts/images.py test
+
 db: deps ## create and migrate the databases (no seed, no serve)
 	@for s in $(SERVICES); do $(UV) run --locked bazaar-$$s create-db && $(UV) run --locked bazaar-$$s migrate; done
 
 clean: ## remove the virtual environments and caches
-	rm -rf .venv .tools .mypy_cache .ruff_cache
+	rm -rf .venv .tools .mypy_cache .ruff_cache build
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -23,6 +23,7 @@ import asyncio
 import os
 import statistics
 import subprocess
+import sys
 import time
 import uuid
 from typing import Any
@@ -174,11 +175,12 @@ async def main() -> None:
     tag = f"{os.getpid()}{uuid.uuid4().hex[:6]}"
     database_url = with_database(LOCAL_POSTGRES, f"bazaar_bench_events_{tag}")
     vhost = f"bazaar-bench-events-{tag}"
-    await ensure_database(database_url)
-    rabbitmqctl("add_vhost", vhost)
-    rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
     db = Database(PoolSettings(dsn=database_url, max_size=10))
     try:
+        # Inside the try: whatever of the database and vhost was made is removed below.
+        await ensure_database(database_url)
+        rabbitmqctl("add_vhost", vhost)
+        rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
         conn = await asyncpg.connect(database_url)
         for statement in (*OUTBOX_DDL, *PROCESSED_MESSAGE_DDL):
             await conn.execute(statement)
@@ -199,7 +201,10 @@ async def main() -> None:
         )
     finally:
         await db.close()
-        rabbitmqctl("delete_vhost", vhost)
+        try:
+            rabbitmqctl("delete_vhost", vhost)
+        except subprocess.CalledProcessError as exc:  # never made, or the broker is away
+            print(f"  (vhost {vhost} not deleted: {exc})", file=sys.stderr)
         admin = await asyncpg.connect(LOCAL_POSTGRES)
         await admin.execute(f'DROP DATABASE IF EXISTS "bazaar_bench_events_{tag}" WITH (FORCE)')
         await admin.close()

@@ -1,11 +1,19 @@
 """Gateway benchmark: wrk against the upstream directly, nginx, and the gateway.
 
     uv run python bench/gateway.py [--rounds 3] [--seconds 8] [--connections 32]
+        [--layout both|proxy-bound|realistic] [--no-redis] [--compare CHECKOUT]
 
 Proxy-bound layout: the upstream (bench/upstream.py) and wrk share core 0, the proxy under
 test runs alone on core 1 (taskset). bench/minimal_proxy.py is the floor: the least an
-aiohttp proxy can do, to tell the gateway's own cost from aiohttp's. Configurations alternate over the rounds; the table
-gives medians. Realistic layout: the same chain through to catalog's GET /v1/products/{id}.
+aiohttp proxy can do, to tell the gateway's own cost from aiohttp's. Configurations
+alternate over the rounds; the table gives medians. Realistic layout: the same chain
+through to catalog's GET /v1/products/{id}, with the gateway's rate limits counted in Redis
+as `make up` runs it ($BAZAAR_TEST_REDIS_URL, else the local 127.0.0.1:6379; keys under a
+prefix of the run's own, deleted after); it prints the gateway's CPU µs per request beside
+nginx's and their ratio; after each gateway run it checks the run really counted in Redis
+(no fallback in the gateway's metrics, counters under the prefix) and exits otherwise.
+`--compare CHECKOUT` adds another checkout's gateway (its own .venv) to the realistic
+rounds, interleaved, for A/B figures on a busy machine.
 Needs Debian's wrk and nginx (installed here when missing). Sends traffic to 127.0.0.1 only.
 """
 
@@ -32,6 +40,8 @@ ROOT = Path(__file__).resolve().parents[1]
 BIN = ROOT / ".venv" / "bin"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 LOAD_CPU, PROXY_CPU = "0", "1"
+#: The gateway's count of rate-limit decisions taken in process (gateway/metrics.py).
+FALLBACKS = "gateway_rate_limit_fallbacks_total"
 
 
 @dataclass
@@ -162,8 +172,17 @@ http {{
     return conf
 
 
-def gateway_env(port: int, upstream: str, *, full: bool, jwks: str, issuer: str) -> dict[str, str]:
-    """Settings of a gateway under test: the plain proxy, or the full chain."""
+def gateway_env(
+    port: int,
+    upstream: str,
+    *,
+    full: bool,
+    jwks: str,
+    issuer: str,
+    redis: tuple[str, str] | None = None,
+) -> dict[str, str]:
+    """Settings of a gateway under test: the plain proxy, or the full chain; `redis` (URL,
+    key prefix): the full chain's rate limits are counted there, as `make up` does."""
     auth = "token" if full else "public"
     routes = [
         {
@@ -185,6 +204,7 @@ def gateway_env(port: int, upstream: str, *, full: bool, jwks: str, issuer: str)
         "GATEWAY_JWT_JWKS_URL": jwks,
         "GATEWAY_JWT_ISSUER": issuer,
         "GATEWAY_LOG_LEVEL": "INFO" if full else "WARNING",
+        **({"GATEWAY_REDIS_URL": redis[0], "GATEWAY_REDIS_PREFIX": redis[1]} if redis else {}),
     }
 
 
@@ -229,10 +249,15 @@ def stop_all(procs: list[subprocess.Popen[bytes]]) -> None:
 def realistic(args: argparse.Namespace, token: str, work: Path) -> None:
     """The same chain through to catalog's GET /v1/products/{id} (PostgreSQL behind it)."""
     from bazaar.shared.testing.postgres import LOCAL_POSTGRES, with_database
+    from bazaar.shared.testing.redis import LOCAL_REDIS, delete_prefixed
     from bazaar.shared.testing.tokens import TokenIssuer
 
     server = os.environ.get("BAZAAR_TEST_DATABASE_URL", LOCAL_POSTGRES)
     name = f"bazaar_bench_catalog_{os.getpid()}"
+    redis_url = os.environ.get("BAZAAR_TEST_REDIS_URL", LOCAL_REDIS)
+    redis = None if args.no_redis else (redis_url, f"bazaar-bench:{os.getpid()}:")
+    if redis:
+        redis_answers(redis_url)
     database = with_database(server, name)
     catalog_port, nginx_port, gateway_port = free_port(), free_port(), free_port()
     env = {
@@ -262,38 +287,109 @@ def realistic(args: argparse.Namespace, token: str, work: Path) -> None:
             ["nginx", "-c", str(nginx_config(nginx_port, catalog_port, conf_dir))], PROXY_CPU
         )
         jwks = f"http://127.0.0.1:{_jwks_port(work)}/jwks.json"
-        gateway = start(
-            [str(BIN / "bazaar-gateway"), "serve"],
+
+        def settings(port: int) -> dict[str, str]:
+            return gateway_env(
+                port, base, full=True, jwks=jwks, issuer=TokenIssuer.ISSUER, redis=redis
+            )
+
+        gateway = start([str(BIN / "bazaar-gateway"), "serve"], PROXY_CPU, settings(gateway_port))
+        minimal_port = free_port()
+        minimal = start(
+            [sys.executable, str(ROOT / "bench" / "minimal_proxy.py"), str(minimal_port), base],
             PROXY_CPU,
-            gateway_env(gateway_port, base, full=True, jwks=jwks, issuer=TokenIssuer.ISSUER),
         )
-        procs += [nginx, gateway]
+        procs += [nginx, gateway, minimal]
         path = f"/v1/products/{product}"
         auth = {"Authorization": f"Bearer {token}"}
+        limits = "Redis limits" if redis else "in-process limits"
+        gateway_label = f"gateway, {limits}"
         targets = {
             "catalog directly": (f"{base}{path}", {}, None),
             "nginx (1 worker)": (f"http://127.0.0.1:{nginx_port}{path}", {}, nginx.pid),
-            "gateway, full chain": (f"http://127.0.0.1:{gateway_port}{path}", auth, gateway.pid),
+            "minimal aiohttp proxy": (f"http://127.0.0.1:{minimal_port}{path}", {}, minimal.pid),
+            gateway_label: (f"http://127.0.0.1:{gateway_port}{path}", auth, gateway.pid),
         }
+        gateways = {gateway_label: f"http://127.0.0.1:{gateway_port}"}
+        if args.compare:
+            other_port = free_port()
+            other = start(
+                [str(Path(args.compare) / ".venv" / "bin" / "bazaar-gateway"), "serve"],
+                PROXY_CPU,
+                settings(other_port),
+            )
+            procs.append(other)
+            other_url = f"http://127.0.0.1:{other_port}{path}"
+            targets[f"{gateway_label} (compared)"] = (other_url, auth, other.pid)
+            gateways[f"{gateway_label} (compared)"] = f"http://127.0.0.1:{other_port}"
         for url, headers, _ in targets.values():
             wait_http(url, headers)
         runs: dict[str, list[Run]] = {name: [] for name in targets}
         for _ in range(args.rounds):
             for label, (url, headers, pid) in targets.items():
                 runs[label].append(wrk(url, args.seconds, args.connections, headers, pid))
+                if redis and label in gateways:  # fails loudly, not with in-process figures
+                    counted_in_redis(label, gateways[label], *redis)
+        results = {label: median_run(r) for label, r in runs.items()}
         table(
             "Realistic layout (catalog + PostgreSQL + wrk on core 0, proxy on core 1)",
-            {label: median_run(r) for label, r in runs.items()},
+            results,
             "catalog directly",
+        )
+        nginx_cpu = results["nginx (1 worker)"].cpu_us or 0.0
+        for label in targets:
+            cpu = results[label].cpu_us
+            if label != "nginx (1 worker)" and cpu is not None and nginx_cpu:
+                print(
+                    f"\n  {label}: {cpu:.0f} µs CPU per request, nginx {nginx_cpu:.0f} µs: "
+                    f"{cpu / nginx_cpu:.2f}x nginx (target <= 2.5x, stretch 2x)"
+                )
+        print(
+            "  (the minimal aiohttp proxy is the floor of an aiohttp gateway: bench/minimal_proxy.py)"
         )
     finally:
         stop_all(procs)
+        if redis:
+            import asyncio
+
+            asyncio.run(delete_prefixed(*redis))
         subprocess.run(
             ["psql", server, "-qc", f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'],
             check=False,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
+
+
+def redis_answers(url: str) -> None:
+    """Exit unless Redis answers: the gateway would count in process, mislabelled."""
+    import redis
+
+    try:
+        with redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2) as client:
+            client.ping()
+    except redis.RedisError as exc:
+        sys.exit(f"Redis at {url} does not answer ({exc}): start it, or pass --no-redis")
+
+
+def counted_in_redis(label: str, gateway: str, redis_url: str, prefix: str) -> None:
+    """Exit unless the gateway's last run counted every rate limit in Redis: no decision
+    fell back to in-process counters (its metric), and counters exist under the prefix."""
+    import redis
+
+    with urllib.request.urlopen(f"{gateway}/metrics", timeout=5) as answer:
+        metrics = answer.read().decode()
+    found = re.search(rf"^{FALLBACKS} (\S+)$", metrics, re.M)
+    if found is None:
+        sys.exit(f"{label}: {gateway}/metrics has no {FALLBACKS}: cannot tell Redis was used")
+    if float(found[1]):
+        sys.exit(
+            f"{label}: {float(found[1]):.0f} rate-limit decisions fell back to in-process "
+            "counters (Redis failed or was slow): these are not 'Redis limits' figures"
+        )
+    with redis.Redis.from_url(redis_url, socket_timeout=2) as client:
+        if next(client.scan_iter(match=f"{prefix}*", count=1000), None) is None:
+            sys.exit(f"{label}: no rate-limit counter under {prefix!r} in Redis at {redis_url}")
 
 
 def _jwks_port(work: Path) -> int:
@@ -310,6 +406,16 @@ def main() -> None:
         choices=("both", "proxy-bound", "realistic"),
         default="both",
         help="measure one layout only (while iterating; the reference figures need both)",
+    )
+    parser.add_argument(
+        "--no-redis",
+        action="store_true",
+        help="realistic layout: count rate limits in process, not in Redis",
+    )
+    parser.add_argument(
+        "--compare",
+        metavar="CHECKOUT",
+        help="realistic layout: also measure the gateway of another checkout (its .venv)",
     )
     args = parser.parse_args()
     ensure_tools()

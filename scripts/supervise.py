@@ -32,8 +32,9 @@ from supervise_child import Child, Program, describe_status, is_listening, say
 from supervise_lock import RunDir
 from supervise_prepare import run_prepare
 
-#: Seconds an orderly stop waits for every program before SIGKILL (services drain for 20 s).
-STOP_GRACE = 25.0
+#: Seconds an orderly stop waits for every program before SIGKILL: services drain requests
+#: for 20 s, then close their database pool (up to 10 s more).
+STOP_GRACE = 35.0
 POLL = 0.1
 
 

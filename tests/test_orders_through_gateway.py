@@ -90,6 +90,8 @@ async def suite(databases: dict[str, str], amqp_url: str) -> AsyncIterator[Gatew
             environment="test",
             jwt_issuer=ISSUER,
             jwt_jwks_url=jwks["jwt_jwks_url"],
+            # As deployed: the response cache hears catalog's events on the run's vhost.
+            amqp_url=SecretStr(amqp_url),
             upstreams={
                 "auth": UpstreamConfig(url=auth_url),
                 "catalog": UpstreamConfig(url=catalog_url),

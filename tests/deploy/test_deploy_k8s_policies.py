@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
+
+from bazaar.shared.cli import GRACEFUL_SHUTDOWN_SECONDS
+from bazaar.shared.db import CLOSE_TIMEOUT_SECONDS
 
 OVERLAYS = ("dev", "prod")
 WORKLOADS = ("Deployment", "StatefulSet", "Job")
@@ -19,6 +23,10 @@ CALLERS = {
     "redis": {"gateway"},
     "gateway": set(),
 }
+
+
+#: The FastAPI services (served by `bazaar.shared.cli.serve`, a database pool each).
+SERVICES = ("auth", "catalog", "orders")
 
 
 def _of(objects: list[dict[str, Any]], *kinds: str) -> list[dict[str, Any]]:
@@ -233,7 +241,72 @@ def test_migrations_run_as_jobs_with_the_service_image_and_its_settings(rendered
         (migrate,) = _pod(job)["containers"]
         (serve,) = _pod(deployment)["containers"]
         assert migrate["command"] == [f"bazaar-{name}", "migrate"]
-        assert migrate["image"] == serve["image"]
-        # Production settings refuse to load without every secret, migrations included.
-        assert migrate["env"] == serve["env"] and migrate["envFrom"] == serve["envFrom"]
+        # The broker's queues and bindings are a deploy step too, before any new pod serves.
+        (topology,) = _pod(job)["initContainers"]
+        assert topology["command"] == [f"bazaar-{name}", "topology"]
+        for step in (migrate, topology):
+            assert step["image"] == serve["image"]
+            # Production settings refuse to load without every secret, migrations included.
+            assert step["env"] == serve["env"] and step["envFrom"] == serve["envFrom"]
+            assert step["securityContext"] == serve["securityContext"]
+            assert step["resources"] == migrate["resources"]
         assert _pod(job)["restartPolicy"] == "Never"
+
+
+def test_without_argo_cd_the_deployments_are_applied_only_after_every_migration_job(
+    rendered: Callable[[str], list[dict[str, Any]]], repo_root: Path
+) -> None:
+    # Every service publishes to the others' queues: no pod before all Jobs ran `topology`.
+    label = "bazaar/starts-after"
+    for overlay in ("dev", "prod"):
+        for obj in rendered(overlay):
+            labelled = obj["metadata"].get("labels", {}).get(label) == "migrations"
+            assert labelled == (obj["kind"] == "Deployment"), (obj["kind"], obj["metadata"])
+    guide = (repo_root / "deploy" / "README.md").read_text()
+    first = guide.index(f"kubectl apply -k deploy/k8s/overlays/prod -l '{label}!=migrations'")
+    wait = guide.index("wait --for=condition=complete job/auth-migrate job/catalog-migrate")
+    rest = guide.index("kubectl apply -k deploy/k8s/overlays/prod ", wait)
+    assert first < wait < rest
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_a_service_pod_is_given_the_time_its_shutdown_can_take(
+    rendered: Render, overlay: str
+) -> None:
+    # preStop, then SIGTERM: requests in flight get their grace, then the lifespan closes
+    # the resources, the database pool within its bound; Kubernetes must not SIGKILL first.
+    deployments = {o["metadata"]["name"]: o for o in _of(rendered(overlay), "Deployment")}
+    for name in SERVICES:
+        pod = _pod(deployments[name])
+        [container] = [c for c in pod["containers"] if c["name"] == name]
+        pre_stop = container["lifecycle"]["preStop"]["sleep"]["seconds"]
+        needed = pre_stop + GRACEFUL_SHUTDOWN_SECONDS + CLOSE_TIMEOUT_SECONDS
+        assert pod["terminationGracePeriodSeconds"] > needed, name
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_prometheus_scrapes_every_process_where_its_pods_say_through_a_service_monitor(
+    rendered: Render, overlay: str
+) -> None:
+    objects = rendered(overlay)
+    services = _of(objects, "Service")
+    monitors = _of(objects, "ServiceMonitor")
+    scraped: set[str] = set()
+    for monitor in monitors:
+        # The job label is the Service's name: the rules and dashboards select on it.
+        (service,) = [
+            s for s in services if _selects(monitor["spec"]["selector"], s["metadata"]["labels"])
+        ]
+        (endpoint,) = monitor["spec"]["endpoints"]
+        (port,) = [p for p in service["spec"]["ports"] if p["name"] == endpoint["port"]]
+        (deployment,) = [
+            d
+            for d in _of(objects, "Deployment")
+            if _selects({"matchLabels": service["spec"]["selector"]}, _pod_labels(d))
+        ]
+        annotations = deployment["spec"]["template"]["metadata"]["annotations"]
+        assert endpoint["path"] == annotations["prometheus.io/path"] == "/metrics"
+        assert str(port["port"]) == annotations["prometheus.io/port"]
+        assert monitor.get("metadata", {}).get("namespace") == service["metadata"]["namespace"]
+        scraped.add(service["metadata"]["name"])
+    assert scraped == {"auth", "catalog", "orders", "gateway"}
