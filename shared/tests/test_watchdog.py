@@ -75,6 +75,12 @@ def test_a_test_stuck_in_a_blocking_call_ends_the_run_with_its_stack(tmp_path: P
     assert "did not end 2 s after; exiting" in out
     assert "in test_blocks" in out
     assert took < 30
+    # A CI log keeps the tail: the last lines name the test and the line it is stuck on.
+    tail = done.stderr.rstrip().splitlines()[-8:]
+    last = f"watchdog: exiting with status {EXIT_STATUS}: test_hung.py::test_blocks hung"
+    assert tail[-1] == last
+    assert any("in test_blocks" in line for line in tail), tail
+    assert any("time.sleep(120)" in line for line in tail), tail
 
 
 def test_without_a_hang_the_watchdog_says_nothing(tmp_path: Path) -> None:

@@ -19,6 +19,7 @@ import linecache
 import os
 import sys
 import threading
+import traceback
 from collections.abc import Iterator
 from pathlib import Path
 from types import CoroutineType, FrameType, GeneratorType
@@ -27,6 +28,10 @@ from typing import Any
 DEFAULT_LIMIT_SECONDS = 600.0
 DEFAULT_GRACE_SECONDS = 60.0
 EXIT_STATUS = 3
+#: How many of the main thread's innermost frames the closing summary shows.
+SUMMARY_FRAMES = 12
+#: How many lines of the asyncio task report the closing summary repeats.
+SUMMARY_TASK_LINES = 60
 
 # The terminal as it was before pytest captured file descriptor 2 (this module is imported
 # when the plugin loads, before capturing starts): what the watchdog says is always seen.
@@ -77,6 +82,7 @@ class Watchdog:
         self.loop: asyncio.AbstractEventLoop | None = None
         self._timers: list[threading.Timer] = []
         self._finished = threading.Event()
+        self._tasks_report: list[str] = []
 
     def start(self, nodeid: str, path: Path) -> None:
         """Begin watching a test."""
@@ -111,17 +117,24 @@ class Watchdog:
         """On the loop: show every task's stack and cancel those running the test's code."""
         ours = {str(path), *(str(p / "conftest.py") for p in path.parents)}
         cancelled = 0
+        report: list[str] = []
         for task in asyncio.all_tasks():
             frames = list(_frames(task))
-            _say(f"--- asyncio task {task.get_name()} (its await chain, outermost first)")
+            mine = any(frame.f_code.co_filename in ours for frame in frames)
+            lines = [f"--- asyncio task {task.get_name()} (its await chain, outermost first)"]
             for frame in frames:
                 code = frame.f_code
                 line = linecache.getline(code.co_filename, frame.f_lineno).strip()
-                _say(f'  File "{code.co_filename}", line {frame.f_lineno}, in {code.co_name}')
-                _say(f"    {line}")
-            if any(frame.f_code.co_filename in ours for frame in frames):
+                where = f'  File "{code.co_filename}", line {frame.f_lineno}, in {code.co_name}'
+                lines.append(where)
+                lines.append(f"    {line}")
+            for text in lines:
+                _say(text)
+            if mine:
+                report.extend(lines)
                 task.cancel(f"watchdog: {nodeid} ran longer than {self.limit:.0f} s")
                 cancelled += 1
+        self._tasks_report = report
         _say(f"watchdog: cancelled {cancelled} task(s) of {nodeid}")
 
     def _give_up(self, nodeid: str, finished: threading.Event) -> None:
@@ -129,5 +142,18 @@ class Watchdog:
             return
         _say(f"watchdog: {nodeid} did not end {self.grace:.0f} s after; exiting")
         faulthandler.dump_traceback(file=_terminal_fd, all_threads=True)
+        self._summarise(nodeid)
         sys.stdout.flush()
         os._exit(EXIT_STATUS)
+
+    def _summarise(self, nodeid: str) -> None:
+        """The closing lines: the test, its cancelled tasks, where the main thread is stuck."""
+        _say(f"\nwatchdog summary: {nodeid} hung")
+        for text in self._tasks_report[-SUMMARY_TASK_LINES:]:
+            _say(text)
+        main = sys._current_frames().get(threading.main_thread().ident or 0)
+        if main is not None:
+            _say(f"--- main thread, its {SUMMARY_FRAMES} innermost frames (innermost last)")
+            for text in traceback.format_stack(main)[-SUMMARY_FRAMES:]:
+                _say(text.rstrip("\n"))
+        _say(f"watchdog: exiting with status {EXIT_STATUS}: {nodeid} hung")
