@@ -66,14 +66,21 @@ def _stop(soak: subprocess.Popen[str]) -> str:
         soak.send_signal(signal.SIGTERM)
     try:
         out, _ = soak.communicate(timeout=STOP_GRACE_S if with_grace else 5)
-    except subprocess.TimeoutExpired:
+    except subprocess.TimeoutExpired as expired:
         os.killpg(soak.pid, signal.SIGKILL)
-        out, _ = soak.communicate()
+        try:  # a server it started in a session of its own may hold the pipe: never wait on it
+            out, _ = soak.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            soak.wait(30)
+            partial = expired.output or b""  # bytes, even in text mode
+            out = partial.decode(errors="replace") if isinstance(partial, bytes) else partial
     return out or ""
 
 
 @pytest.mark.slow
 @pytest.mark.skipif(_missing() is not None, reason=_missing() or "")
+# The soak's own deadline, its stop and the reaping come before the test watchdog's.
+@pytest.mark.watchdog_limit(SOAK_TIMEOUT_S + STOP_GRACE_S + 180)
 def test_orders_survive_killed_processes_and_restarted_infrastructure_with_nothing_lost() -> None:
     work = private_workdir("bazaar-chaos-test-")
     soak = subprocess.Popen(

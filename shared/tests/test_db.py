@@ -18,7 +18,7 @@ from bazaar.shared.metrics import DatabasePoolCollector
 from bazaar.shared.problem import ProblemError
 from bazaar.shared.testing.amqp import eventually
 from bazaar.shared.testing.infrastructure import Resolved
-from bazaar.shared.testing.postgres import DatabaseFactory, with_database
+from bazaar.shared.testing.postgres import DatabaseFactory, execute_within, with_database
 
 ACQUIRE_TIMEOUT = 0.2
 #: Nothing listens on port 1: connecting is refused at once.
@@ -47,7 +47,7 @@ async def db(database_url: str) -> AsyncIterator[Database]:
     await database.open()
     try:
         async with database.connection() as conn:
-            await conn.execute("TRUNCATE note, doc")
+            await execute_within(conn, "TRUNCATE note, doc", database_url)
         yield database
     finally:
         await database.close()
@@ -416,7 +416,7 @@ async def test_the_pool_gauges_still_show_borrowed_connections_while_the_pool_cl
             await release.wait()
 
     task = asyncio.create_task(holder())
-    await borrowed.wait()
+    await asyncio.wait_for(borrowed.wait(), 30)
     closing = asyncio.create_task(db.close())
     await asyncio.sleep(0.2)
     while_closing = scrape()

@@ -28,7 +28,7 @@ from bazaar.shared.idempotency import (
 )
 from bazaar.shared.idempotency.store import Operation
 from bazaar.shared.problem import ValidationFailed
-from bazaar.shared.testing.postgres import DatabaseFactory
+from bazaar.shared.testing.postgres import DatabaseFactory, execute_within
 
 EFFECT_DDL = "CREATE TABLE effect (id bigserial PRIMARY KEY, note text NOT NULL)"
 SCOPE = IdempotencyScope(principal="alice", method="POST", route="/v1/orders")
@@ -60,7 +60,7 @@ async def db(database_factory: DatabaseFactory) -> AsyncIterator[Database]:
 @pytest.fixture(autouse=True)
 async def _clean_tables(db: Database) -> None:
     async with db.connection() as conn:
-        await conn.execute("TRUNCATE idempotency_key, effect")
+        await execute_within(conn, "TRUNCATE idempotency_key, effect", db.settings.dsn)
 
 
 @pytest.fixture

@@ -36,7 +36,7 @@ from bazaar.shared.problem import (
     ServiceUnavailable,
     problem_from_exception,
 )
-from bazaar.shared.testing.postgres import DatabaseFactory
+from bazaar.shared.testing.postgres import DatabaseFactory, execute_within
 from bazaar.shared.tracecontext import current_trace_id
 
 WIDGET_DDL = """
@@ -73,7 +73,7 @@ async def db(database_factory: DatabaseFactory) -> AsyncIterator[Database]:
 @pytest.fixture(autouse=True)
 async def _clean_tables(db: Database) -> None:
     async with db.connection() as conn:
-        await conn.execute("TRUNCATE idempotency_key, widget")
+        await execute_within(conn, "TRUNCATE idempotency_key, widget", db.settings.dsn)
 
 
 def make_app(store_db: Database) -> FastAPI:

@@ -28,7 +28,7 @@ from bazaar.shared.idempotency import (
     request_fingerprint,
 )
 from bazaar.shared.testing.chaos import ChaosProxy, Mode, chaos_proxy
-from bazaar.shared.testing.postgres import DatabaseFactory
+from bazaar.shared.testing.postgres import DatabaseFactory, execute_within
 
 SCOPE = IdempotencyScope(principal="alice", method="POST", route="/v1/orders")
 FINGERPRINT = request_fingerprint({"lines": [{"product_id": "p-1", "quantity": 1}]})
@@ -75,7 +75,7 @@ async def test_keys_whose_requests_failed_in_an_outage_are_retriable_within_3_s_
     replica_a, replica_b = IdempotencyStore(db_a), IdempotencyStore(db_b)
     try:
         async with db_b.connection() as conn:
-            await conn.execute("TRUNCATE idempotency_key, effect")
+            await execute_within(conn, "TRUNCATE idempotency_key, effect", database_url)
         inside = asyncio.Barrier(len(KEYS) + 1)
         cut = asyncio.Event()
 
@@ -142,7 +142,7 @@ async def test_a_claim_given_back_late_is_not_given_back_twice_over_a_new_owner(
     store = IdempotencyStore(db)
     try:
         async with db.connection() as conn:
-            await conn.execute("TRUNCATE idempotency_key, effect")
+            await execute_within(conn, "TRUNCATE idempotency_key, effect", database_url)
             old_id = await conn.fetchval(
                 "INSERT INTO idempotency_key (principal, method, route, key, fingerprint,"
                 " status, locked_at, expires_at) VALUES ($1, $2, $3, 'k', $4, 'in_flight',"

@@ -23,7 +23,7 @@ from bazaar.shared.idempotency import (
     request_fingerprint,
 )
 from bazaar.shared.outbox import OUTBOX_DDL, add_event, hold_events
-from bazaar.shared.testing.postgres import DatabaseFactory
+from bazaar.shared.testing.postgres import DatabaseFactory, execute_within
 
 SCOPE = IdempotencyScope(principal="alice", method="POST", route="/v1/widgets")
 FINGERPRINT = request_fingerprint({"n": 1})
@@ -58,7 +58,7 @@ async def db(database_url: str) -> AsyncIterator[Database]:
     database = Database(PoolSettings(dsn=database_url, max_size=5))
     await database.open()
     async with database.connection() as conn:
-        await conn.execute("TRUNCATE idempotency_key, widget, outbox")
+        await execute_within(conn, "TRUNCATE idempotency_key, widget, outbox", database_url)
     yield database
     await database.close()
 

@@ -23,6 +23,7 @@ from bazaar.shared.testing import infrastructure
 from bazaar.shared.testing.amqp import RABBITMQ_IMAGE, _start_rabbitmq_container
 from bazaar.shared.testing.infrastructure import docker_engine_available, is_reachable, resolve
 from bazaar.shared.testing.postgres import POSTGRES_IMAGE, _start_postgres_container
+from bazaar.shared.testing.processes import join
 from bazaar.shared.testing.redis import REDIS_IMAGE, _start_redis_container
 
 Starter = Callable[[], tuple[str, AbstractContextManager[object]]]
@@ -143,7 +144,7 @@ def engine_socket(tmp_path: Path) -> Iterator[str]:
     finally:
         server.shutdown()
         server.server_close()
-        thread.join()
+        join(thread, 30, "the engine socket's server to stop")
 
 
 def test_an_engine_socket_that_answers_counts_as_docker(

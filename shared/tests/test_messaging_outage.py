@@ -85,7 +85,11 @@ async def test_no_event_is_lost_when_a_private_broker_stops_part_way_and_consume
         await asyncio.wait_for(messaging.wait_started(), 10)
         writer = asyncio.create_task(change_state())
         try:
-            await part_way.wait()
+            # The writer's own failure, if any, rather than a wait for ever.
+            waiting = asyncio.create_task(part_way.wait())
+            await asyncio.wait([writer, waiting], timeout=60, return_when=asyncio.FIRST_COMPLETED)
+            waiting.cancel()
+            assert part_way.is_set(), writer.exception() if writer.done() else "writer stalled"
             async with broker_outage.down():
 
                 async def broker_lost() -> bool:

@@ -21,7 +21,7 @@ from bazaar.shared.messaging.relay import STUBBORN_ATTEMPTS, BatchResult, _Queue
 from bazaar.shared.messaging.topology import UNROUTED
 from bazaar.shared.outbox import OUTBOX_DDL, add_event
 from bazaar.shared.testing.amqp import eventually, tap_events
-from bazaar.shared.testing.postgres import DatabaseFactory, open_emptied
+from bazaar.shared.testing.postgres import DatabaseFactory, execute_within, open_emptied
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
@@ -314,7 +314,7 @@ async def test_a_pass_whose_first_batch_is_short_claims_once(
     await broker.connect()
     try:
         async with db.connection() as conn:
-            await conn.execute("TRUNCATE outbox")
+            await execute_within(conn, "TRUNCATE outbox", db.settings.dsn)
         await emit_many(db, "test.short.made", 3)
         relay = OutboxRelay(db, broker, MessagingMetrics(CollectorRegistry()), RelaySettings())
         exchange = await relay._exchange()

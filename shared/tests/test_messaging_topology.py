@@ -303,7 +303,7 @@ async def test_events_published_during_a_migration_arrive_once_each(
         assert await topology(amqp_url) == 0
     finally:
         stop.set()
-        await publisher
+        await asyncio.wait_for(publisher, 30)  # a publication whose confirm never comes
     queue = await (await connection.channel()).declare_queue(NAMES.main, passive=True)
     seen = []
     while (message := await queue.get(no_ack=True, fail=False)) is not None:

@@ -266,6 +266,7 @@ async def _walk(
         body = response.json()
         seen += [item["id"] for item in body["items"]]
         assert len(body["items"]) <= limit
+        assert len(seen) <= 10_000, "the pages never end"
         if body["next_cursor"] is None:
             assert "link" not in response.headers
             url = None

@@ -19,9 +19,12 @@ import pytest_asyncio
 
 from bazaar.shared.cli import KEEP_ALIVE_SECONDS
 from bazaar.shared.testing.postgres import DatabaseFactory
+from bazaar.shared.testing.processes import communicate, join, kill, read_lines_until
 from bazaar.shared.testing.server import free_port
 
 SERVICE = Path(__file__).with_name("serve_slow_service.py")
+#: How long a served process may take to start, or to end once told to.
+PROCESS_SECONDS = 60
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
@@ -54,8 +57,9 @@ def wait_served(proc: subprocess.Popen[bytes], base: str) -> None:
         except httpx.TransportError:
             pass
         if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            raise AssertionError(f"serve did not start: {proc.communicate()[1].decode()}")
+            kill(proc)
+            _, stderr = communicate(proc, 10, "serve, killed as it did not start")
+            raise AssertionError(f"serve did not start: {stderr.decode()}")
         time.sleep(0.1)
 
 
@@ -70,25 +74,21 @@ def start(database_url: str, **env: str) -> tuple[subprocess.Popen[bytes], str]:
 
 def read_until(proc: subprocess.Popen[bytes], message: str) -> list[dict[str, object]]:
     """The log lines up to the one saying `message` (the process's stdout read so far)."""
-    assert proc.stdout is not None
-    lines: list[dict[str, object]] = []
-    for raw in proc.stdout:
-        lines.append(json.loads(raw))
-        if lines[-1]["message"] == message:
-            return lines
-    raise AssertionError(f"never logged {message!r}: {proc.communicate()[1].decode()}")
+    raw = read_lines_until(
+        proc, lambda line: json.loads(line)["message"] == message, PROCESS_SECONDS,
+        f"serve to log {message!r}",
+    )  # fmt: skip
+    return [json.loads(line) for line in raw]
 
 
 def kill_if_running(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.kill()
-        proc.wait()
+    kill(proc)
 
 
 def finish(proc: subprocess.Popen[bytes]) -> tuple[list[dict[str, object]], str]:
     """Wait for the process to end: its log lines (JSON, every one) and its stderr."""
     try:
-        stdout, stderr = proc.communicate(timeout=30)
+        stdout, stderr = communicate(proc, PROCESS_SECONDS, "serve to exit")
     finally:
         kill_if_running(proc)
     return [json.loads(line) for line in stdout.decode().splitlines()], stderr.decode()
@@ -126,12 +126,10 @@ def test_sigterm_lets_the_request_in_flight_finish_then_closes_and_exits_0(
             refused = httpx.get(f"{base}/healthz", timeout=2)
         except httpx.TransportError:
             refused = None
-        slow.join(30)
-        stdout, stderr = proc.communicate(timeout=30)
+        join(slow, 60, "the slow request's answer")
+        stdout, stderr = communicate(proc, PROCESS_SECONDS, "serve to exit after SIGTERM")
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        kill_if_running(proc)
     assert refused is None, "no new connection is taken once shutting down"
     [answer] = answers
     assert answer.status_code == 200 and answer.json() == {"slept": 2.0}
@@ -152,13 +150,11 @@ def test_a_request_still_running_when_the_grace_ends_is_cancelled_and_the_exit_i
         time.sleep(0.5)
         stopped = time.monotonic()
         proc.send_signal(signal.SIGTERM)
-        stdout, stderr = proc.communicate(timeout=30)
+        stdout, stderr = communicate(proc, PROCESS_SECONDS, "serve to exit after SIGTERM")
         took = time.monotonic() - stopped
-        slow.join(30)
+        join(slow, 60, "the slow request's answer")
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        kill_if_running(proc)
     assert proc.returncode == 0, stderr.decode()
     assert took < 10, "the request was cut at the grace's end, not waited for"
     messages = [json.loads(line)["message"] for line in stdout.decode().splitlines()]
@@ -192,7 +188,7 @@ def test_keep_alive_connections_are_reused_and_closed_after_five_idle_seconds(
             waited = time.monotonic() - idle
     finally:
         proc.send_signal(signal.SIGTERM)
-        proc.communicate(timeout=30)
+        communicate(proc, PROCESS_SECONDS, "serve to exit after SIGTERM")
     assert KEEP_ALIVE_SECONDS - 1 < waited < KEEP_ALIVE_SECONDS + 3
 
 
@@ -207,7 +203,7 @@ def test_a_second_signal_cuts_the_requests_in_flight_short_at_once(database_url:
         proc.send_signal(signal.SIGINT)  # a second signal, as a second Ctrl-C
         lines, stderr = finish(proc)
         took = time.monotonic() - stopped
-        slow.join(30)
+        join(slow, 60, "the slow request's answer")
     finally:
         kill_if_running(proc)
     assert proc.returncode == 0, stderr
@@ -313,7 +309,10 @@ def test_sigterm_ends_an_open_stream_cleanly_at_once_through_the_stop_notice(
             received.append(next(lines).encode())
             signalled = time.monotonic()
             proc.send_signal(signal.SIGTERM)
-            received.extend(line.encode() for line in lines)  # raises if cut mid-body
+            for line in lines:  # raises if cut mid-body
+                received.append(line.encode())
+                # The stream ticks until the notice: without one it would run on for ever.
+                assert time.monotonic() - signalled < PROCESS_SECONDS, "the stream never ended"
             ended.append(time.monotonic() - signalled)
     finally:
         _, stderr = finish(proc)

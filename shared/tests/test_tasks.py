@@ -93,10 +93,10 @@ async def test_a_routine_periodic_job_logs_its_turns_at_the_level_it_asks(
 
     caplog.set_level(logging.DEBUG, logger="bazaar")
     async with periodically(0.01, job, name="routine", done_level=logging.DEBUG):
-        await third.wait()
+        await asyncio.wait_for(third.wait(), 30)
     third.clear()
     async with periodically(0.01, job, name="reported"):
-        await third.wait()
+        await asyncio.wait_for(third.wait(), 30)
 
     done = [(r.getMessage(), r.levelno) for r in caplog.records if r.getMessage().endswith("done")]
     assert {level for message, level in done if message == "routine done"} == {logging.DEBUG}

@@ -86,7 +86,11 @@ def rendered(repo_root: Path) -> Callable[[str], list[dict[str, Any]]]:
         if overlay not in cache:
             path = repo_root / "deploy" / "k8s" / "overlays" / overlay
             done = subprocess.run(
-                [_kubectl(), "kustomize", str(path)], capture_output=True, text=True, check=False
+                [_kubectl(), "kustomize", str(path)],
+                capture_output=True,
+                text=True,
+                check=False,
+                timeout=120,
             )
             assert done.returncode == 0, done.stderr
             cache[overlay] = [d for d in yaml.safe_load_all(done.stdout) if d]

@@ -301,6 +301,7 @@ def test_each_prometheus_configuration_passes_promtool_with_its_rules(
         capture_output=True,
         text=True,
         check=False,
+        timeout=120,
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "SUCCESS" in done.stdout + done.stderr

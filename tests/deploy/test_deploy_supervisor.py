@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from bazaar.shared.testing.processes import kill
 from bazaar.shared.testing.server import free_port
 
 SUPERVISE = Path(__file__).resolve().parents[2] / "scripts" / "supervise.py"
@@ -109,7 +111,16 @@ def started(tmp_path: Path) -> Iterator[list[Running]]:
     for run in runs:
         if run.process.poll() is None:
             run.process.send_signal(signal.SIGINT)
-            run.process.wait(30)
+            try:
+                run.process.wait(30)
+            except subprocess.TimeoutExpired:
+                for pid in run.child_pids():
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGKILL)
+                kill(run.process)
+                raise AssertionError(
+                    f"the supervisor did not stop 30 s after SIGINT (killed):\n{run.text()}"
+                ) from None
 
 
 def _gone(pid: int) -> bool:
@@ -239,7 +250,9 @@ def test_detach_returns_once_ready_and_down_stops_the_whole_tree(tmp_path: Path)
     assert "`make down` stops it" in up.stdout
     state = json.loads((run_dir / "supervisor.json").read_text())
     pids = [p["pid"] for p in state["programs"].values()]
-    status = subprocess.run(_command("status", "--run-dir", str(run_dir)), capture_output=True)
+    status = subprocess.run(
+        _command("status", "--run-dir", str(run_dir)), capture_output=True, timeout=30
+    )
     assert status.returncode == 0
     down = subprocess.run(
         _command("down", "--run-dir", str(run_dir)), capture_output=True, text=True, timeout=60
@@ -247,7 +260,9 @@ def test_detach_returns_once_ready_and_down_stops_the_whole_tree(tmp_path: Path)
     assert down.returncode == 0
     assert "stopped." in down.stdout
     assert all(_gone(pid) for pid in [*pids, int(state["pid"])])
-    status = subprocess.run(_command("status", "--run-dir", str(run_dir)), capture_output=True)
+    status = subprocess.run(
+        _command("status", "--run-dir", str(run_dir)), capture_output=True, timeout=30
+    )
     assert status.returncode == 3
     again = subprocess.run(
         _command("down", "--run-dir", str(run_dir)), capture_output=True, text=True, timeout=30

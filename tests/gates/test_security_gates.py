@@ -50,7 +50,7 @@ def _run(script: str, *args: str, cwd: Path = ROOT, env: dict[str, str] | None =
 
 
 def _git(repo: Path, *args: str) -> None:
-    subprocess.run(["git", *args], cwd=repo, check=True, capture_output=True)
+    subprocess.run(["git", *args], cwd=repo, check=True, capture_output=True, timeout=60)
 
 
 def _baseline(repo: Path, *, judged: bool) -> None:
@@ -61,6 +61,7 @@ def _baseline(repo: Path, *, judged: bool) -> None:
         capture_output=True,
         text=True,
         check=True,
+        timeout=300,
     ).stdout
     data = json.loads(scanned)
     for findings in data["results"].values():

@@ -53,12 +53,12 @@ def test_the_generators_check_names_a_file_edited_by_hand(tmp_path: Path) -> Non
     for path in COMMITTED.glob("*.json"):
         (tmp_path / path.name).write_text(path.read_text())
     script = [sys.executable, str(SCRIPTS / "dashboards.py"), "--check", "--output", str(tmp_path)]
-    clean = subprocess.run(script, capture_output=True, text=True, check=False)
+    clean = subprocess.run(script, capture_output=True, text=True, check=False, timeout=120)
     assert clean.returncode == 0, clean.stderr
     edited = json.loads((tmp_path / "orders.json").read_text())
     edited["title"] = "Edited in the UI"
     (tmp_path / "orders.json").write_text(json.dumps(edited))
-    stale = subprocess.run(script, capture_output=True, text=True, check=False)
+    stale = subprocess.run(script, capture_output=True, text=True, check=False, timeout=120)
     assert stale.returncode == 1
     assert "orders.json" in stale.stderr and "overview.json" not in stale.stderr
 

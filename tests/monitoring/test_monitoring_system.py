@@ -226,7 +226,7 @@ def _running(argv: list[str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
             process.wait(timeout=15)
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+            process.wait(timeout=30)
 
 
 # --- the suite --------------------------------------------------------------------------------
@@ -532,6 +532,8 @@ async def _chromium(url: str, screenshot: Path) -> str:
             )  # fmt: skip
             try:
                 out, err = await asyncio.wait_for(proc.communicate(), 90)
+            except TimeoutError:
+                raise AssertionError(f"chromium did not finish {extra} within 90 s") from None
             finally:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(proc.pid, signal.SIGKILL)

@@ -305,7 +305,7 @@ async def test_a_saturated_upstream_answers_503_after_a_brief_wait(fakes, gatewa
     config = UpstreamConfig(url=catalog.url, max_concurrency=1)
     client = await gateways.start({"catalog": config}, routes=_routes())
     first = asyncio.create_task(client.get("/v1/products"))
-    await arrived.wait()
+    await asyncio.wait_for(arrived.wait(), 30)
     started = time.perf_counter()
     # Another read: one of the same product key would share the first's upstream request.
     second = await client.get("/v1/products?page=2")

@@ -38,7 +38,7 @@ from bazaar.shared.problem import PROBLEM_BASE_URI
 from bazaar.shared.testing.amqp import eventually as shared_eventually
 from bazaar.shared.testing.asgi import serve_in_process
 from bazaar.shared.testing.chaos import ChaosProxy, chaos_proxy
-from bazaar.shared.testing.postgres import DatabaseFactory, json_connection
+from bazaar.shared.testing.postgres import DatabaseFactory, execute_within, json_connection
 from bazaar.shared.testing.server import serve_on_socket
 from bazaar.shared.testing.tokens import JwksServer, TokenIssuer
 
@@ -300,7 +300,7 @@ def orders_settings(
     )
 
 
-async def empty_tables(conn: asyncpg.Connection) -> None:
+async def empty_tables(conn: asyncpg.Connection, url: str) -> None:
     """Delete every row but alembic's, foreign keys aside (as truncate_all, ten times faster).
 
     TRUNCATE recreates each table's files and costs a fsync per table: 0.2-0.5 s a database
@@ -312,7 +312,11 @@ async def empty_tables(conn: asyncpg.Connection) -> None:
     )
     statements = "".join(f'DELETE FROM "{row["tablename"]}";' for row in tables)
     async with conn.transaction():
-        await conn.execute("SET LOCAL session_replication_role = replica;" + statements)
+        # Bounded: a row lock held by a connection an earlier test left open fails here, naming
+        # that session, instead of waiting for ever.
+        await execute_within(
+            conn, "SET LOCAL session_replication_role = replica;" + statements, url
+        )
 
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
@@ -320,14 +324,12 @@ async def table_cleaner(
     orders_database_url: str, orders_catalog_database_url: str
 ) -> AsyncIterator[Callable[[], Awaitable[None]]]:
     """`await table_cleaner()` empties the orders and catalog databases (one connection each)."""
-    conns = [
-        await asyncpg.connect(orders_database_url),
-        await asyncpg.connect(orders_catalog_database_url),
-    ]
+    urls = [orders_database_url, orders_catalog_database_url]
+    conns = [await asyncpg.connect(url, timeout=30) for url in urls]
 
     async def clean() -> None:
-        for conn in conns:
-            await empty_tables(conn)
+        for conn, url in zip(conns, urls, strict=True):
+            await empty_tables(conn, url)
 
     try:
         yield clean

@@ -164,6 +164,20 @@ class EventTap:
         return self.events
 
 
+#: How long the broker may take to answer a tap's connection, declarations or close.
+BROKER_SECONDS = 30
+
+
+@asynccontextmanager
+async def _answering(what: str) -> AsyncIterator[None]:
+    """Fail with `what` if the block waits on the broker longer than `BROKER_SECONDS`."""
+    try:
+        async with asyncio.timeout(BROKER_SECONDS):
+            yield
+    except TimeoutError:
+        raise TimeoutError(f"{what}: no answer from the broker within {BROKER_SECONDS} s") from None
+
+
 @asynccontextmanager
 async def tap_events(url: str, *routing_keys: str) -> AsyncIterator[EventTap]:
     """Receive the events of these routing keys (default all) while the block runs."""
@@ -172,14 +186,22 @@ async def tap_events(url: str, *routing_keys: str) -> AsyncIterator[EventTap]:
     from bazaar.shared.messaging.topology import declare_exchange
 
     tap = EventTap()
-    async with await aio_pika.connect(url) as connection:
-        channel = await connection.channel()
-        exchange = await declare_exchange(channel)
-        queue = await channel.declare_queue(exclusive=True, auto_delete=True)
-        for key in routing_keys or ("#",):
-            await queue.bind(exchange, routing_key=key)
-        await queue.consume(tap._on_message, no_ack=True)
+    parts = urlsplit(url)
+    where = f"{parts.hostname}:{parts.port}{parts.path}"  # no password in a message
+    async with _answering(f"connecting an event tap to {where}"):
+        connection = await aio_pika.connect(url)
+    try:
+        async with _answering(f"declaring an event tap's queue on {where}"):
+            channel = await connection.channel()
+            exchange = await declare_exchange(channel)
+            queue = await channel.declare_queue(exclusive=True, auto_delete=True)
+            for key in routing_keys or ("#",):
+                await queue.bind(exchange, routing_key=key)
+            await queue.consume(tap._on_message, no_ack=True)
         yield tap
+    finally:
+        async with _answering(f"closing an event tap's connection to {where}"):
+            await connection.close()
 
 
 async def eventually(

@@ -61,7 +61,9 @@ class ChaosProxy:
                 _reset(writer)
         if mode is Mode.REFUSE and self._server is not None:
             self._server.close()
-            await self._server.wait_closed()
+            # Python 3.12 waits here for the connections to end too: never for ever.
+            async with _bounded("the chaos proxy's listener to close"):
+                await self._server.wait_closed()
             self._server = None
         elif mode is not Mode.REFUSE and self._server is None:
             await self._listen()
@@ -80,7 +82,8 @@ class ChaosProxy:
         for task in list(self._tasks):
             task.cancel()
         if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+            async with _bounded(f"the chaos proxy's {len(self._tasks)} connection(s) to end"):
+                await asyncio.gather(*self._tasks, return_exceptions=True)
 
     async def _listen(self) -> None:
         self._server = await asyncio.start_server(self._accept, "127.0.0.1", self.port)
@@ -119,6 +122,19 @@ class ChaosProxy:
             self._writers.discard(up_writer)
             with contextlib.suppress(Exception):
                 up_writer.close()
+
+
+#: How long closing the proxy's listener or connections may take.
+CLOSE_SECONDS = 30
+
+
+@asynccontextmanager
+async def _bounded(what: str) -> AsyncIterator[None]:
+    try:
+        async with asyncio.timeout(CLOSE_SECONDS):
+            yield
+    except TimeoutError:
+        raise TimeoutError(f"waited {CLOSE_SECONDS} s for {what}") from None
 
 
 async def _pipe(

@@ -70,6 +70,8 @@ async def database_factory(
 
 
 _watchdog = Watchdog(limit_seconds())
+_EXIT_STATUS = pytest.StashKey[int]()
+_first_run: pytest.Config | None = None
 
 
 @pytest.hookimpl(wrapper=True)
@@ -77,11 +79,58 @@ def pytest_runtest_protocol(item: pytest.Item) -> Generator[None, object, object
     """Watch each test (setup, call, teardown): a hung one fails instead of stalling the run."""
     if _watchdog.limit <= 0:
         return (yield)
-    _watchdog.start(item.nodeid, item.path)
+    marker = item.get_closest_marker("watchdog_limit")
+    _watchdog.start(item.nodeid, item.path, float(marker.args[0]) if marker else None)
     try:
         return (yield)
     finally:
         _watchdog.stop()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Declare the watchdog's marker; note the process's first pytest run (a run inside it,
+    by pytest.main, is not it)."""
+    config.addinivalue_line(
+        "markers",
+        "watchdog_limit(seconds): the test watchdog's limit for this test, one known to run "
+        "longer than the default (its own deadlines must come first)",
+    )
+    global _first_run
+    if _first_run is None:
+        _first_run = config
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_setup() -> Generator[None, object, object]:
+    """The setup phase: the watchdog may interrupt it."""
+    with _watchdog.phase():
+        return (yield)
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_call() -> Generator[None, object, object]:
+    """The call phase: the watchdog may interrupt it."""
+    with _watchdog.phase():
+        return (yield)
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_teardown() -> Generator[None, object, object]:
+    """The teardown phase: the watchdog may interrupt it."""
+    with _watchdog.phase():
+        return (yield)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """pytest is done: the process must now exit (the watchdog ends it if it does not)."""
+    if _watchdog.limit > 0 and config is _first_run:
+        _watchdog.watch_exit(config.stash.get(_EXIT_STATUS, 0))
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Remember the run's exit status, for a process the watchdog has to end at exit."""
+    session.config.stash[_EXIT_STATUS] = int(exitstatus)
 
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session", autouse=True)

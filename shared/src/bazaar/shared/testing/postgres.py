@@ -44,6 +44,55 @@ def with_database(url: str, name: str) -> str:
     return urlunsplit(parts._replace(path="/" + name))
 
 
+#: How long a statement of the toolkit (DROP DATABASE, TRUNCATE) may wait, e.g. for a lock
+#: that a connection left open by a test holds; it then fails naming the sessions in the way.
+STATEMENT_SECONDS = 60
+#: How long opening (or closing) a connection may take.
+CONNECT_SECONDS = 30
+
+_SESSIONS = """
+SELECT pid, state, wait_event_type, now() - xact_start AS in_transaction_for,
+       left(query, 160) AS query
+FROM pg_stat_activity
+WHERE datname = $1 AND pid <> pg_backend_pid()
+ORDER BY xact_start NULLS LAST
+LIMIT 20
+"""
+
+
+async def _connect(url: str) -> asyncpg.Connection:
+    return await asyncpg.connect(url, timeout=CONNECT_SECONDS)
+
+
+async def _sessions(server_url: str, database: str) -> str:
+    """The other sessions on `database`, described for an error message."""
+    try:
+        conn = await _connect(server_url)
+        try:
+            rows = await conn.fetch(_SESSIONS, database, timeout=10)
+        finally:
+            await conn.close(timeout=10)
+    except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+        return f"(could not list its sessions: {exc!r})"
+    return "; ".join(str(dict(row)) for row in rows) or "(no other session)"
+
+
+async def execute_within(
+    conn: asyncpg.Connection, statement: str, url: str, seconds: float = STATEMENT_SECONDS
+) -> None:
+    """Run `statement` on `conn` (connected to `url`); past `seconds` (a lock held by a
+    connection a test left open, say), fail naming the other sessions on that database."""
+    try:
+        await conn.execute(statement, timeout=seconds)
+    except TimeoutError:
+        database = urlsplit(url).path.lstrip("/") or "postgres"
+        sessions = await _sessions(with_database(url, "postgres"), database)
+        raise TimeoutError(
+            f"{statement[:120]!r} did not finish within {seconds:.0f} s; "
+            f"the other sessions on {database}: {sessions}"
+        ) from None
+
+
 class DatabaseFactory:
     """Creates databases named after the run and drops them all at the end."""
 
@@ -57,44 +106,47 @@ class DatabaseFactory:
         name = f"bazaar_test_{self.run_id}_{label}"
         if not _SAFE_NAME.match(name):
             raise ValueError(f"unsafe database name {name!r}")
-        conn = await asyncpg.connect(self.server_url)
+        conn = await _connect(self.server_url)
         try:
-            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-            await conn.execute(f'CREATE DATABASE "{name}"')
+            drop = f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'
+            await execute_within(conn, drop, with_database(self.server_url, name))
+            create = f'CREATE DATABASE "{name}"'
+            await execute_within(conn, create, with_database(self.server_url, "template1"))
         finally:
-            await conn.close()
+            await conn.close(timeout=CONNECT_SECONDS)
         self.created.append(name)
         url = with_database(self.server_url, name)
         statements = list(ddl)
         if statements:
-            conn = await asyncpg.connect(url)
+            conn = await _connect(url)
             try:
                 for statement in statements:
                     await conn.execute(statement)
             finally:
-                await conn.close()
+                await conn.close(timeout=CONNECT_SECONDS)
         return url
 
     async def drop_all(self) -> None:
         """Drop every database this factory created."""
-        conn = await asyncpg.connect(self.server_url)
+        conn = await _connect(self.server_url)
         try:
             for name in reversed(self.created):
-                await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+                drop = f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'
+                await execute_within(conn, drop, with_database(self.server_url, name))
         finally:
-            await conn.close()
+            await conn.close(timeout=CONNECT_SECONDS)
         self.created.clear()
 
 
 @asynccontextmanager
 async def json_connection(url: str) -> AsyncIterator[asyncpg.Connection]:
     """A plain connection to `url` reading json/jsonb as the services' pools do."""
-    conn = await asyncpg.connect(url)
+    conn = await _connect(url)
     try:
         await use_json_codecs(conn)
         yield conn
     finally:
-        await conn.close()
+        await conn.close(timeout=CONNECT_SECONDS)
 
 
 @asynccontextmanager
@@ -105,7 +157,8 @@ async def open_emptied(url: str, *tables: str, max_size: int = 10) -> AsyncItera
     try:
         if tables:
             async with database.connection() as conn:
-                await conn.execute(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY")
+                truncate = f"TRUNCATE {', '.join(tables)} RESTART IDENTITY"
+                await execute_within(conn, truncate, url)
         yield database
     finally:
         await database.close()
@@ -113,7 +166,7 @@ async def open_emptied(url: str, *tables: str, max_size: int = 10) -> AsyncItera
 
 async def truncate_all(url: str, *, keep: Set[str] = frozenset({"alembic_version"})) -> None:
     """Empty every table of the public schema except `keep`, so each test starts clean."""
-    conn = await asyncpg.connect(url)
+    conn = await _connect(url)
     try:
         tables = [
             r["tablename"]
@@ -122,6 +175,7 @@ async def truncate_all(url: str, *, keep: Set[str] = frozenset({"alembic_version
         ]
         if tables:
             quoted = ", ".join(f'"{t}"' for t in tables)
-            await conn.execute(f"TRUNCATE {quoted} RESTART IDENTITY CASCADE")
+            truncate = f"TRUNCATE {quoted} RESTART IDENTITY CASCADE"
+            await execute_within(conn, truncate, url)
     finally:
-        await conn.close()
+        await conn.close(timeout=CONNECT_SECONDS)

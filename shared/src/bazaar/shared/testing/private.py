@@ -118,6 +118,13 @@ def _wait(check: Callable[[], bool], what: str, timeout: float) -> None:
         time.sleep(0.1)
 
 
+#: How long a killed process may take to be gone (SIGKILL cannot be ignored; a process in
+#: uninterruptible sleep can still outlive it).
+KILLED_SECONDS = 30
+#: How long one run of a server's control tool (initdb, pg_ctl) may take.
+TOOL_SECONDS = 180
+
+
 def _end(process: subprocess.Popen[bytes], grace: float) -> None:
     """Wait for a process asked to stop; kill its whole session if it outstays `grace`."""
     try:
@@ -125,7 +132,23 @@ def _end(process: subprocess.Popen[bytes], grace: float) -> None:
     except subprocess.TimeoutExpired:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
+        try:
+            process.wait(KILLED_SECONDS)
+        except subprocess.TimeoutExpired:
+            raise RuntimeError(
+                f"process {process.pid} ({process.args!r}) outlived SIGKILL by {KILLED_SECONDS} s"
+            ) from None
+
+
+def _run_tool(argv: list[str], cwd: Path) -> None:
+    """Run a server's control tool; fail with its output if it fails or outstays TOOL_SECONDS."""
+    try:
+        subprocess.run(argv, check=True, capture_output=True, cwd=cwd, timeout=TOOL_SECONDS)
+    except subprocess.TimeoutExpired as expired:
+        raise RuntimeError(
+            f"{' '.join(argv)} did not end within {TOOL_SECONDS} s; "
+            f"stdout: {expired.stdout!r}; stderr: {expired.stderr!r}"
+        ) from None
 
 
 class _Restartable:
@@ -170,19 +193,19 @@ class PrivatePostgres:
             " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
             " -c max_connections=300"
         )
-        subprocess.run(
+        _run_tool(
             ["runuser", "-u", "postgres", "--", str(PG_BIN / "pg_ctl"), "-D", str(self.data),
              "-l", str(self.dir / "server.log"), "-o", options, "-w", "-t", "60", *args],
-            check=True, capture_output=True, cwd=self.dir,
+            self.dir,
         )  # fmt: skip
 
     def start(self) -> None:
         """Create the cluster (first time) and start it."""
         if not self.data.exists():
-            subprocess.run(
+            _run_tool(
                 ["runuser", "-u", "postgres", "--", str(PG_BIN / "initdb"), "-D", str(self.data),
                  "-A", "trust", "-U", "postgres", "-E", "UTF8", "--no-sync"],
-                check=True, capture_output=True, cwd=self.dir,
+                self.dir,
             )  # fmt: skip
         self._ctl("start")
 
@@ -293,7 +316,9 @@ class PrivateRabbit(_Restartable):
         if self.process is None:
             return
         if self.process.poll() is None:
-            self.ctl("shutdown", timeout=60)
+            # A shutdown that does not answer is no reason to keep the node: _end kills it.
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.ctl("shutdown", timeout=60)
         _end(self.process, 30)
 
     def stop(self) -> None:

@@ -19,6 +19,10 @@ if TYPE_CHECKING:
     import redis.asyncio
 
 LOCAL_REDIS = "redis://127.0.0.1:6379/0"
+#: The toolkit's clients wait this long at most for a connection or an answer (redis-py
+#: waits for ever by default), then raise redis' TimeoutError.
+CONNECT_SECONDS = 10.0
+ANSWER_SECONDS = 60.0
 
 
 #: The image a run starts when no Redis answers (testcontainers fallback).
@@ -48,7 +52,9 @@ async def delete_prefixed(url: str, prefix: str) -> int:
     """Delete every key under `prefix` (SCAN, then DEL in batches); return how many."""
     import redis.asyncio
 
-    client = redis.asyncio.Redis.from_url(url)
+    client = redis.asyncio.Redis.from_url(
+        url, socket_connect_timeout=CONNECT_SECONDS, socket_timeout=ANSWER_SECONDS
+    )
     deleted = 0
     try:
         batch: list[bytes] = []
@@ -89,6 +95,8 @@ async def redis_client(redis_server: Resolved) -> AsyncIterator[redis.asyncio.Re
     """A Redis client for one test, closed afterwards."""
     import redis.asyncio
 
-    client = redis.asyncio.Redis.from_url(redis_server.url)
+    client = redis.asyncio.Redis.from_url(
+        redis_server.url, socket_connect_timeout=CONNECT_SECONDS, socket_timeout=ANSWER_SECONDS
+    )
     yield client
     await client.aclose()
