@@ -15,6 +15,7 @@ import pytest
 from aiohttp import web
 from pydantic import ValidationError
 
+from bazaar.gateway.body import EVICT_AFTER_SECONDS
 from bazaar.gateway.config import DEFAULT_ROUTES, RouteConfig, UpstreamConfig
 
 #: Enough to open the eager breaker below several times over.
@@ -247,14 +248,57 @@ async def test_a_trickled_body_is_cut_at_the_overall_time(fakes, served) -> None
     assert auth.hits == 0
 
 
-async def test_bodies_past_the_gateways_body_budget_are_answered_503_and_the_budget_recovers(
+async def _holding_upload(client, size: int):  # type: ignore[no-untyped-def]
+    """An upload that declares 1000 bytes, sends `size` of them, and stalls."""
+    reader, writer = await _partial_upload(client)  # sends the start of the body
+    writer.write(b"x" * (size - len(b'{"email": "')))
+    await writer.drain()
+    return reader, writer
+
+
+async def test_stalled_uploads_holding_the_whole_body_budget_never_fail_another_clients_post(
+    fakes, served, expect
+) -> None:
+    auth = await fakes.upstream("auth")
+    client = await served({"auth": auth.url}, body_budget_bytes=2000)
+    # Two stalled uploads hold 1,800 of the 2,000 bytes; a third client's 1,000 do not fit.
+    stalled = [await _holding_upload(client, 900) for _ in range(2)]
+    await asyncio.sleep(EVICT_AFTER_SECONDS + 0.2)  # they have been arriving for a while
+    response = await client.post("/v1/users", data=b"z" * 1000)
+    assert (await expect.echo(response))["body_length"] == 1000
+    # The oldest stalled upload was cut to make room (408, closed); the other still waits.
+    status, headers, body, closed = await asyncio.wait_for(_answer(stalled[0][0]), timeout=3)
+    assert status == 408, body
+    assert json.loads(body)["type"].endswith("/request-timeout")
+    assert headers["content-type"] == "application/problem+json"
+    assert closed
+    for _, writer in stalled:
+        writer.close()
+    assert auth.hits == 1
+
+
+async def test_stalled_uploads_declaring_large_bodies_hold_only_what_they_sent(
     fakes, served, expect
 ) -> None:
     auth = await fakes.upstream("auth")
     client = await served({"auth": auth.url}, body_budget_bytes=1500)
-    holding = await _partial_upload(client)  # Content-Length 1000: held while it stalls
+    # Each declares Content-Length 1000 and sends a few bytes: nothing like 1,500 is held.
+    stalled = [await _partial_upload(client) for _ in range(CLIENTS)]
     await asyncio.sleep(0.1)
-    reader, writer = await _partial_upload(client)  # 1000 more do not fit
+    response = await client.post("/v1/users", data=b"z" * 1000)  # at once, no eviction
+    assert (await expect.echo(response))["body_length"] == 1000
+    for _, writer in stalled:
+        writer.close()
+
+
+async def test_a_budget_full_of_fresh_uploads_answers_503_and_recovers(
+    fakes, served, expect
+) -> None:
+    auth = await fakes.upstream("auth")
+    client = await served({"auth": auth.url}, body_budget_bytes=1500)
+    holding = await _holding_upload(client, 900)  # too young to be cut for room
+    await asyncio.sleep(0.1)
+    reader, writer = await _holding_upload(client, 900)  # 900 more do not fit
     try:
         status, headers, body, closed = await asyncio.wait_for(_answer(reader), timeout=3)
     finally:
