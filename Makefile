@@ -7,7 +7,7 @@ UV := $(shell command -v uv 2>/dev/null || echo $(CURDIR)/.tools/bin/uv)
 
 SRC := shared/src services/catalog/src services/auth/src services/orders/src gateway/src
 
-.PHONY: help up down test deps lint typecheck gates pytest contracts contracts-check dashboards images images-test db clean
+.PHONY: help up down test deps lint typecheck gates pytest pacts contracts contracts-check dashboards images images-test db clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -54,10 +54,17 @@ gates: deps ## security and policy gates: secrets against .secrets.baseline, kno
 # COV= (empty) runs tests without coverage, e.g. make pytest COV= PYTEST_ARGS=shared/tests
 COV ?= --cov --cov-report=html --cov-report=xml
 
+# The Pact library (contract tests) reports to its makers' analytics unless this is set.
 pytest: deps ## every test: unit, integration (real PostgreSQL, Redis), contract, browser, system; branch coverage in build/coverage
 	@scripts/ensure-chromium.sh
 	@scripts/ensure-prometheus.sh
-	$(UV) run --locked pytest $(COV) $(PYTEST_ARGS)
+	PACT_DO_NOT_TRACK=true $(UV) run --locked pytest $(COV) $(PYTEST_ARGS)
+
+# The consumers' pact tests: services/<consumer>/tests/pact/test_<consumer>_<provider>_pact.py.
+CONSUMER_PACT_TESTS = $(wildcard services/*/tests/pact/test_*_pact.py)
+
+pacts: deps ## rewrite contracts/pacts/ from the consumers' pact tests (BAZAAR_UPDATE_PACTS=1); review with git diff contracts/pacts
+	BAZAAR_UPDATE_PACTS=1 PACT_DO_NOT_TRACK=true $(UV) run --locked pytest $(CONSUMER_PACT_TESTS)
 
 SERVICES := auth catalog orders
 

@@ -38,7 +38,7 @@ from bazaar.shared.problem import PROBLEM_BASE_URI
 from bazaar.shared.testing.amqp import eventually as shared_eventually
 from bazaar.shared.testing.asgi import serve_in_process
 from bazaar.shared.testing.chaos import ChaosProxy, chaos_proxy
-from bazaar.shared.testing.postgres import DatabaseFactory, execute_within, json_connection
+from bazaar.shared.testing.postgres import DatabaseFactory, empty_tables, json_connection
 from bazaar.shared.testing.server import serve_on_socket
 from bazaar.shared.testing.tokens import JwksServer, TokenIssuer
 
@@ -298,25 +298,6 @@ def orders_settings(
         reconcile_max_backoff_seconds=0.5,
         pending_max_age_seconds=60,
     )
-
-
-async def empty_tables(conn: asyncpg.Connection, url: str) -> None:
-    """Delete every row but alembic's, foreign keys aside (as truncate_all, ten times faster).
-
-    TRUNCATE recreates each table's files and costs a fsync per table: 0.2-0.5 s a database
-    here, for every test. DELETE of a few rows in one transaction takes milliseconds.
-    """
-    tables = await conn.fetch(
-        "SELECT tablename FROM pg_tables "
-        "WHERE schemaname = 'public' AND tablename <> 'alembic_version'"
-    )
-    statements = "".join(f'DELETE FROM "{row["tablename"]}";' for row in tables)
-    async with conn.transaction():
-        # Bounded: a row lock held by a connection an earlier test left open fails here, naming
-        # that session, instead of waiting for ever.
-        await execute_within(
-            conn, "SET LOCAL session_replication_role = replica;" + statements, url
-        )
 
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")

@@ -2,7 +2,8 @@
 
 Catalog is the provider of orders' reservation calls and of catalog.stock.released, and the
 consumer of orders.order.cancelled. Its states are set up through its own repositories and
-use cases, with the ids the pacts name.
+use cases: products with the ids the pacts name, reservations under ids catalog chooses
+(handed to the pact as provider-state values), except where a consumer's message fixes one.
 """
 
 from __future__ import annotations
@@ -16,10 +17,9 @@ import pytest_asyncio
 
 from bazaar.catalog.adapters.uow import SqlUnitOfWork
 from bazaar.catalog.domain.model import NewProduct, RequestedLine, Reservation, reserve_lines
-from bazaar.catalog.service.reservations import release_reservation
+from bazaar.catalog.service.reservations import release_reservation, reserve_stock
 from bazaar.shared.db import Database
-from bazaar.shared.testing.pacts import empty_tables
-from bazaar.shared.testing.postgres import open_emptied
+from bazaar.shared.testing.postgres import empty_tables, open_emptied
 
 
 @pytest_asyncio.fixture
@@ -27,7 +27,7 @@ async def catalog_database(catalog_database_url: str) -> AsyncIterator[Database]
     """A pool over this run's catalog database, emptied first."""
     async with open_emptied(catalog_database_url, max_size=4) as db:
         async with db.connection() as conn:
-            await empty_tables(conn)
+            await empty_tables(conn, catalog_database_url)
         yield db
 
 
@@ -40,7 +40,7 @@ class CatalogStates:
     async def empty(self) -> None:
         """Nothing at all: each interaction starts from its own state only."""
         async with self.db.connection() as conn:
-            await empty_tables(conn)
+            await empty_tables(conn, self.db.settings.dsn)
 
     async def products(self, products: Sequence[Mapping[str, Any]]) -> None:
         """Products with these ids, fields and stock."""
@@ -57,11 +57,25 @@ class CatalogStates:
                 )
                 await uow.products.add(UUID(p["id"]), new)
 
-    async def reservation(
+    async def reserve(self, *, order_id: str, product: Mapping[str, Any], quantity: int) -> UUID:
+        """Reserve `quantity` of `product` (created) for an order through the use case
+        (reserve_stock); the reservation's id, catalog's choice."""
+        await self.products([product])
+        async with self.db.transaction() as conn:
+            lines = [RequestedLine(UUID(product["id"]), quantity)]
+            reservation = await reserve_stock(UUID(order_id), lines, uow=SqlUnitOfWork(conn))
+        return reservation.id
+
+    async def reservation_under(
         self, *, reservation_id: str, order_id: str, product: Mapping[str, Any], quantity: int
     ) -> None:
         """An active reservation of `quantity` of `product` (created) for an order, as
-        reserve_stock makes one, under the id the pact names."""
+        reserve_stock makes one, under the id a message of orders' names.
+
+        Only for catalog's own consumer tests: the message is orders' example, so the id is
+        fixed before catalog could choose it (a provider state, in `reserve`, lets catalog
+        choose and hands the id to the pact through `fromProviderState`).
+        """
         await self.products([product])
         product_id = UUID(product["id"])
         async with self.db.transaction() as conn:

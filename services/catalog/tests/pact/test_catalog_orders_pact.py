@@ -2,32 +2,32 @@
 
 Catalog consumes orders.order.cancelled: it decodes the CloudEvent, and reads `order_id`
 and `reservation_id` (null when orders cancelled before it learnt of a reservation) to give
-the order's stock back. Each test runs catalog's REAL consumer (decode, inbox, handler, on
-this run's database) on the pact's messages; the last one also rewrites the committed pact.
+the order's stock back. Each test runs catalog's REAL consumer (decode, routing, inbox,
+handler, on this run's database) on the pact's messages; the last one also checks the
+committed pact is the one they write.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from pathlib import Path
 from typing import Any
 
 import pytest
 from pact import Pact, match
 
 from bazaar.catalog.adapters.events import SUBSCRIPTIONS
-from bazaar.shared.db import Database
 from bazaar.shared.events import CLOUDEVENTS_CONTENT_TYPE
 from bazaar.shared.testing.pacts import (
     ROUTING_KEY,
     apply_event,
+    check_pact,
     deliver,
     new_pact,
-    record_pact,
     write_pact,
 )
 
-PACTS = Path(__file__).resolve().parents[4] / "contracts" / "pacts"
+from .conftest import CatalogStates
+
 CANCELLED = "orders.order.cancelled"
 
 MUG: dict[str, Any] = {
@@ -103,14 +103,14 @@ MESSAGES: Mapping[str, tuple[Callable[[Pact], None], dict[str, Any], dict[str, A
 
 
 async def _consume(
-    pact: Pact, states: Any, held: list[tuple[dict[str, Any], dict[str, Any]]]
+    pact: Pact, states: CatalogStates, held: list[tuple[dict[str, Any], dict[str, Any]]]
 ) -> None:
     """Catalog holds each reservation (2 of 10 in stock); once the messages are consumed none
     is held any more, the stock is back, and catalog.stock.released announces each release."""
     for reservation, product in held:
-        await states.reservation(**reservation, product=product, quantity=2)
+        await states.reservation_under(**reservation, product=product, quantity=2)
         assert await states.stock(product["id"]) == 8
-    db: Database = states.db
+    db = states.db
 
     async def consume(body: bytes, metadata: Mapping[str, Any]) -> None:
         await apply_event(body, metadata, service="catalog", subscriptions=SUBSCRIPTIONS, db=db)
@@ -132,7 +132,7 @@ async def test_orders_order_cancelled_gives_the_orders_stock_back(
     interaction: Callable[[Pact], None],
     reservation: dict[str, Any],
     product: dict[str, Any],
-    catalog_states: Any,
+    catalog_states: CatalogStates,
 ) -> None:
     pact = new_pact("catalog", "orders")
     interaction(pact)
@@ -140,12 +140,12 @@ async def test_orders_order_cancelled_gives_the_orders_stock_back(
 
 
 async def test_the_committed_pact_is_the_one_catalogs_tests_write(
-    tmp_path: Path, catalog_states: Any
+    catalog_states: CatalogStates,
 ) -> None:
     pact = new_pact("catalog", "orders")
     for interaction, _, _ in MESSAGES.values():
         interaction(pact)
     await _consume(pact, catalog_states, [(r, p) for _, r, p in MESSAGES.values()])
 
-    drift = record_pact(write_pact(tmp_path, pact), PACTS)
+    drift = check_pact(write_pact(pact), written_by=__file__)
     assert drift is None, drift

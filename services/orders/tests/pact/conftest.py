@@ -19,14 +19,13 @@ from aiohttp import web
 
 from bazaar.orders.adapters.breaker import make_breaker
 from bazaar.orders.adapters.catalog import CatalogClient
-from bazaar.orders.adapters.tokens import ServiceTokens
+from bazaar.orders.adapters.tokens import TOKEN_PATH, service_tokens
 from bazaar.orders.adapters.uow import SqlTransactions
 from bazaar.orders.domain.model import OrderLine, PricedReservation, RequestedLine
 from bazaar.orders.service.orders import cancel_order, new_order, settle_order
 from bazaar.orders.service.ports import Reserved
 from bazaar.shared.db import Database
-from bazaar.shared.testing.pacts import empty_tables
-from bazaar.shared.testing.postgres import open_emptied
+from bazaar.shared.testing.postgres import empty_tables, open_emptied
 
 #: The token the stand-in for auth hands out (catalog's pact asks for any bearer token).
 SERVICE_TOKEN = "orders-service-token"
@@ -37,26 +36,27 @@ async def orders_database(orders_database_url: str) -> AsyncIterator[Database]:
     """A pool over this run's orders database, emptied first."""
     async with open_emptied(orders_database_url, max_size=4) as db:
         async with db.connection() as conn:
-            await empty_tables(conn)
+            await empty_tables(conn, orders_database_url)
         yield db
 
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
-async def token_url() -> AsyncIterator[str]:
-    """A stand-in for auth's token endpoint (auth's own pact covers the real exchange)."""
+async def auth_url() -> AsyncIterator[str]:
+    """A stand-in for auth serving its token endpoint; its base URL (orders' pact with auth
+    covers the real exchange)."""
 
     async def issue(_request: web.Request) -> web.Response:
         body = {"access_token": SERVICE_TOKEN, "token_type": "Bearer", "expires_in": 900}
         return web.json_response(body)
 
     app = web.Application()
-    app.router.add_post("/v1/auth/token", issue)
+    app.router.add_post(TOKEN_PATH, issue)
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
     await runner.setup()
     try:
         await web.TCPSite(runner, "127.0.0.1", 0).start()
         host, port = runner.addresses[0][:2]
-        yield f"http://{host}:{port}/v1/auth/token"
+        yield f"http://{host}:{port}"
     finally:
         await runner.cleanup()
 
@@ -70,17 +70,16 @@ async def http_session() -> AsyncIterator[aiohttp.ClientSession]:
 
 @pytest.fixture
 def catalog_client(
-    http_session: aiohttp.ClientSession, token_url: str
+    http_session: aiohttp.ClientSession, auth_url: str
 ) -> Callable[[str], CatalogClient]:
     """Orders' real catalog client (token, retries, breaker) for a catalog at a base URL."""
 
     def client(base_url: str) -> CatalogClient:
-        tokens = ServiceTokens(
+        tokens = service_tokens(
             http_session,
-            token_url=token_url,
+            auth_url=auth_url,
             client_id="orders",
             client_secret="",  # the stand-in checks no credentials
-            scope="catalog:reserve",
         )
         breaker = make_breaker("catalog", fail_max=5, reset_timeout=30.0)
         return CatalogClient(http_session, base_url=base_url, tokens=tokens, breaker=breaker)

@@ -3,14 +3,16 @@
 Orders asks auth's token endpoint for its service token with the client-credentials grant
 (HTTP Basic client authentication, RFC 6749 §2.3.1) and reads `access_token` and
 `expires_in`; a refused client is an RFC 6749 error. The tests drive orders' REAL token
-client against Pact's mock auth; the last one also rewrites the committed pact.
+client, built as orders' app builds it (`service_tokens`: the endpoint's path and the scope),
+against Pact's mock auth; the last one also checks the committed pact is the one they write.
+(That the token is cached is orders' integration tests' business: Pact's mock answers any
+number of requests.)
 """
 
 from __future__ import annotations
 
 import base64
 from collections.abc import Awaitable, Callable, Mapping
-from pathlib import Path
 from typing import Any
 from urllib.parse import quote_plus
 
@@ -18,10 +20,8 @@ import aiohttp
 import pytest
 from pact import Pact, match
 
-from bazaar.orders.adapters.tokens import ServiceTokens, TokenUnavailable
-from bazaar.shared.testing.pacts import mock_provider, new_pact, record_pact, write_pact
-
-PACTS = Path(__file__).resolve().parents[4] / "contracts" / "pacts"
+from bazaar.orders.adapters.tokens import ServiceTokens, TokenUnavailable, service_tokens
+from bazaar.shared.testing.pacts import check_pact, mock_provider, new_pact, write_pact
 
 #: The service client as auth's provider state sets it up (a test client, nothing real).
 CLIENT: dict[str, Any] = {
@@ -65,9 +65,7 @@ def service_token(pact: Pact) -> None:
 
 
 async def get_service_token(tokens: Callable[[str], ServiceTokens]) -> None:
-    client = tokens(CLIENT["client_secret"])
-    assert await client.get() == "orders-access-token"
-    assert await client.get() == "orders-access-token"  # cached: asked once
+    assert await tokens(CLIENT["client_secret"]).get() == "orders-access-token"
 
 
 def refused_client(pact: Pact) -> None:
@@ -94,15 +92,12 @@ CALLS: Mapping[
 
 
 def _tokens(session: aiohttp.ClientSession, url: str) -> Callable[[str], ServiceTokens]:
-    """Orders' real token client against auth at `url`, with a given client secret."""
+    """Orders' real token client, as its app builds it, against auth at `url` (its base URL),
+    with a given client secret."""
 
     def client(client_secret: str) -> ServiceTokens:
-        return ServiceTokens(
-            session,
-            token_url=f"{url}/v1/auth/token",
-            client_id=CLIENT["client_id"],
-            client_secret=client_secret,
-            scope=CLIENT["scope"],
+        return service_tokens(
+            session, auth_url=url, client_id=CLIENT["client_id"], client_secret=client_secret
         )
 
     return client
@@ -121,7 +116,7 @@ async def test_the_token_client_keeps_to_the_contract(
 
 
 async def test_the_committed_pact_is_the_one_orders_tests_write(
-    tmp_path: Path, http_session: aiohttp.ClientSession
+    http_session: aiohttp.ClientSession,
 ) -> None:
     pact = new_pact("orders", "auth")
     for interaction, _ in CALLS.values():
@@ -130,5 +125,5 @@ async def test_the_committed_pact_is_the_one_orders_tests_write(
         for _, call in CALLS.values():
             await call(_tokens(http_session, url))
 
-    drift = record_pact(write_pact(tmp_path, pact), PACTS)
+    drift = check_pact(write_pact(pact), written_by=__file__)
     assert drift is None, drift

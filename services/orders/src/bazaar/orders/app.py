@@ -14,7 +14,7 @@ from bazaar.orders.adapters.breaker import BreakerBoard, make_breaker
 from bazaar.orders.adapters.catalog import CallPolicy, CatalogClient
 from bazaar.orders.adapters.consumers import SUBSCRIPTIONS
 from bazaar.orders.adapters.metrics import OrderMetrics
-from bazaar.orders.adapters.tokens import ServiceTokens
+from bazaar.orders.adapters.tokens import service_tokens
 from bazaar.orders.adapters.uow import SqlTransactions
 from bazaar.orders.api import events, orders
 from bazaar.orders.api.errors import ERROR_MAP
@@ -55,12 +55,11 @@ def create_app(settings: OrdersSettings | None = None) -> FastAPI:
                 cookie_jar=aiohttp.DummyCookieJar(),
             ) as auth_session,
         ):
-            tokens = ServiceTokens(
+            tokens = service_tokens(
                 auth_session,
-                token_url=settings.auth_url.rstrip("/") + "/v1/auth/token",
+                auth_url=settings.auth_url,
                 client_id=settings.client_id,
                 client_secret=settings.client_secret.get_secret_value(),
-                scope="catalog:reserve",
             )
             breaker = make_breaker(
                 "catalog",

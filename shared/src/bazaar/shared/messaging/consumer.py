@@ -78,6 +78,42 @@ class Subscription:
         """The durable queue of this consumer in `service`."""
         return f"{service}.{self.name}"
 
+    def receives(self, routing_key: str) -> bool:
+        """Whether the broker routes a message with `routing_key` to this consumer's queue:
+        its queue is bound to the topic exchange with each of `events` (`declare_consumer_queues`).
+        """
+        return any(topic_matches(binding, routing_key) for binding in self.events)
+
+
+def topic_matches(binding: str, routing_key: str) -> bool:
+    """Whether a topic exchange routes `routing_key` through a binding of `binding`, as
+    RabbitMQ does: dot-separated words, `*` stands for exactly one word, `#` for zero or more.
+    """
+    return _words_match(tuple(binding.split(".")), tuple(routing_key.split(".")))
+
+
+def _words_match(pattern: tuple[str, ...], words: tuple[str, ...]) -> bool:
+    if not pattern:
+        return not words
+    head, rest = pattern[0], pattern[1:]
+    if head == "#":
+        return any(_words_match(rest, words[i:]) for i in range(len(words) + 1))
+    return bool(words) and head in ("*", words[0]) and _words_match(rest, words[1:])
+
+
+async def apply_once(db: Database, consumer: str, handle: Handler, event: dict[str, Any]) -> bool:
+    """Apply `event` once for `consumer` (its queue's name): its inbox row and `handle` in one
+    transaction, so either both commit or neither; False (nothing done) if it already was.
+
+    What a consumer does with each message it takes (`Consumer` adds retries, acks and
+    parking around it); the pact tests apply the pacts' messages with it.
+    """
+    async with db.transaction() as conn:
+        fresh = await claim_message(conn, consumer, event["id"])
+        if fresh:
+            await handle(conn, event)
+    return fresh
+
 
 @dataclass(frozen=True, slots=True)
 class ConsumerSettings:
@@ -214,10 +250,9 @@ class Consumer:
         async for attempt in retrying:
             with attempt:
                 try:
-                    async with self.db.transaction() as conn:
-                        fresh = await claim_message(conn, self.queue_name, event["id"])
-                        if fresh:
-                            await self.subscription.handle(conn, event)
+                    fresh = await apply_once(
+                        self.db, self.queue_name, self.subscription.handle, event
+                    )
                 except TimeoutError as exc:
                     # The message's own slowness, or a database that stopped answering?
                     if not await self.db.ping():

@@ -5,10 +5,11 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import aio_pika
 import asyncpg
 from aio_pika.abc import AbstractExchange
 
@@ -69,6 +70,24 @@ class BatchResult:
     fresh: int = 0
     #: Some publication failed for want of a broker (lost, blocked), not for its own sake.
     outage: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Publication:
+    """What the relay publishes for one outbox row: the AMQP message and its routing key."""
+
+    message: aio_pika.Message
+    routing_key: str
+
+
+def publication(row: Mapping[str, Any], *, headers: Mapping[str, str] | None = None) -> Publication:
+    """The publication of one outbox row (its `type` and `event`): the CloudEvent as its
+    message, with `headers` (the trace), routed by the event type.
+
+    Pure, so what the relay sends can be shown without a broker (the pact tests use it).
+    """
+    event: Mapping[str, Any] = row["event"]
+    return Publication(encode_event(event, headers=headers), routing_key=str(row["type"]))
 
 
 class _Queued(asyncio.Event):
@@ -239,9 +258,10 @@ class OutboxRelay:
     async def _publish(self, exchange: AbstractExchange, row: asyncpg.Record) -> None:
         event: dict[str, Any] = row["event"]
         with producer_span(event, row["traceparent"]) as headers:
+            out = publication(row, headers=headers)
             await exchange.publish(
-                encode_event(event, headers=headers),
-                routing_key=row["type"],
+                out.message,
+                routing_key=out.routing_key,
                 mandatory=True,
                 timeout=self.settings.publish_timeout,
             )

@@ -89,7 +89,14 @@ def pytest_runtest_protocol(item: pytest.Item) -> Generator[None, object, object
 
 def pytest_configure(config: pytest.Config) -> None:
     """Declare the watchdog's marker; note the process's first pytest run (a run inside it,
-    by pytest.main, is not it)."""
+    by pytest.main, is not it); keep Pact's library from reporting to its makers.
+
+    The Pact library (the contract tests) reports every mock server and verification to an
+    outside analytics service unless PACT_DO_NOT_TRACK is set: tests send nothing beyond
+    127.0.0.1. Set before any test starts, for the services the tests start as well;
+    setdefault, so a value set on purpose stays.
+    """
+    os.environ.setdefault("PACT_DO_NOT_TRACK", "true")
     config.addinivalue_line(
         "markers",
         "watchdog_limit(seconds): the test watchdog's limit for this test, one known to run "

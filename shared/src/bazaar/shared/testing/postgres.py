@@ -179,3 +179,30 @@ async def truncate_all(url: str, *, keep: Set[str] = frozenset({"alembic_version
             await execute_within(conn, truncate, url)
     finally:
         await conn.close(timeout=CONNECT_SECONDS)
+
+
+async def empty_tables(
+    conn: asyncpg.Connection,
+    url: str,
+    *,
+    keep: Set[str] = frozenset({"alembic_version"}),
+    seconds: float = STATEMENT_SECONDS,
+) -> None:
+    """Delete every row of the public schema's tables but `keep`'s, foreign keys aside, on
+    `conn` (connected to `url`): what truncate_all does, ten times faster between tests.
+
+    TRUNCATE recreates each table's files and costs a fsync per table: 0.2-0.5 s a database,
+    for every test. DELETE of a few rows in one transaction takes milliseconds. Bounded like
+    execute_within: a row lock held by a connection an earlier test left open fails here,
+    naming that session, instead of waiting for ever.
+    """
+    rows = await conn.fetch("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
+    tables = [row["tablename"] for row in rows if row["tablename"] not in keep]
+    if not tables:
+        return
+    # The names come from pg_tables, never from input.
+    statements = "".join(f'DELETE FROM "{table}";' for table in tables)  # noqa: S608
+    async with conn.transaction():
+        await execute_within(
+            conn, "SET LOCAL session_replication_role = replica;" + statements, url, seconds
+        )

@@ -14,6 +14,10 @@ log = logging.getLogger("bazaar.orders.tokens")
 
 #: Refresh this long before `expires_in` runs out, so a token never expires mid-flight.
 EXPIRY_MARGIN_SECONDS = 30.0
+#: Auth's token endpoint, under auth's base URL (contracts/pacts/orders-auth.json).
+TOKEN_PATH = "/v1/auth/token"  # noqa: S105 - a path, not a secret
+#: The scope orders asks for: reserving and releasing stock at catalog.
+SERVICE_SCOPE = "catalog:reserve"
 
 
 class TokenUnavailable(Exception):
@@ -80,3 +84,17 @@ class ServiceTokens:
         self._token = token
         self._expires_at = time.monotonic() + max(lifetime - EXPIRY_MARGIN_SECONDS, lifetime / 2)
         log.info("service token refreshed", extra={"expires_in": lifetime})
+
+
+def service_tokens(
+    session: aiohttp.ClientSession, *, auth_url: str, client_id: str, client_secret: str
+) -> ServiceTokens:
+    """Orders' service tokens from auth at `auth_url` (its base URL): the token endpoint and
+    scope orders uses, in one place for the app and the contract tests."""
+    return ServiceTokens(
+        session,
+        token_url=auth_url.rstrip("/") + TOKEN_PATH,
+        client_id=client_id,
+        client_secret=client_secret,
+        scope=SERVICE_SCOPE,
+    )
