@@ -15,7 +15,8 @@ import pytest
 from aiohttp import web
 from pydantic import ValidationError
 
-from bazaar.gateway.body import EVICT_AFTER_SECONDS
+from bazaar.gateway import body as body_module
+from bazaar.gateway.body import STALLED_AFTER_SECONDS
 from bazaar.gateway.config import DEFAULT_ROUTES, RouteConfig, UpstreamConfig
 
 #: Enough to open the eager breaker below several times over.
@@ -60,8 +61,11 @@ def _abort(writer: asyncio.StreamWriter) -> None:
     writer.transport.abort()
 
 
-async def _answer(reader: asyncio.StreamReader) -> tuple[int, dict[str, str], bytes, bool]:
-    """Status, headers, body of a raw answer, and whether the gateway closed afterwards."""
+async def _answer(
+    reader: asyncio.StreamReader, *, closing: bool = True
+) -> tuple[int, dict[str, str], bytes, bool]:
+    """Status, headers, body of a raw answer, and (`closing`) whether the gateway closed
+    afterwards."""
     head = await reader.readuntil(b"\r\n\r\n")
     lines = head.decode("latin-1").split("\r\n")
     status = int(lines[0].split()[1])
@@ -71,6 +75,8 @@ async def _answer(reader: asyncio.StreamReader) -> tuple[int, dict[str, str], by
             name, _, value = line.partition(":")
             headers[name.strip().lower()] = value.strip()
     body = await reader.readexactly(int(headers.get("content-length", "0")))
+    if not closing:
+        return status, headers, body, False
     closed = await asyncio.wait_for(reader.read(1), timeout=2) == b""
     return status, headers, body, closed
 
@@ -263,17 +269,57 @@ async def test_stalled_uploads_holding_the_whole_body_budget_never_fail_another_
     client = await served({"auth": auth.url}, body_budget_bytes=2000)
     # Two stalled uploads hold 1,800 of the 2,000 bytes; a third client's 1,000 do not fit.
     stalled = [await _holding_upload(client, 900) for _ in range(2)]
-    await asyncio.sleep(EVICT_AFTER_SECONDS + 0.2)  # they have been arriving for a while
+    await asyncio.sleep(0.1)
+    started = time.perf_counter()
     response = await client.post("/v1/users", data=b"z" * 1000)
     assert (await expect.echo(response))["body_length"] == 1000
-    # The oldest stalled upload was cut to make room (408, closed); the other still waits.
+    # It waited until the stalled uploads had sent nothing for a second, then took the room
+    # of the one silent longest: that one is answered 408 and closed, the other still waits.
+    assert time.perf_counter() - started < STALLED_AFTER_SECONDS + 1.5
     status, headers, body, closed = await asyncio.wait_for(_answer(stalled[0][0]), timeout=3)
     assert status == 408, body
     assert json.loads(body)["type"].endswith("/request-timeout")
     assert headers["content-type"] == "application/problem+json"
     assert closed
+    assert not stalled[1][0].at_eof()
     for _, writer in stalled:
         writer.close()
+    assert auth.hits == 1
+
+
+async def test_a_steady_slow_upload_is_never_cut_to_make_room_for_stalled_ones(
+    fakes, served, expect
+) -> None:
+    auth = await fakes.upstream("auth")
+    client = await served({"auth": auth.url}, body_budget_bytes=1800)
+    host, port = _address(client)
+    reader, writer = await asyncio.open_connection(host, port)
+    writer.write(
+        b"POST /v1/users HTTP/1.1\r\nHost: gateway\r\nContent-Type: application/json\r\n"
+        b"Content-Length: 1000\r\n\r\n"
+    )
+
+    async def steadily() -> None:  # 100 bytes every 0.2 s: never silent, 2 s in all
+        for _ in range(10):
+            writer.write(b"s" * 100)
+            await writer.drain()
+            await asyncio.sleep(0.2)
+
+    sending = asyncio.create_task(steadily())
+    await asyncio.sleep(1.2)  # the steady upload is older than the stall time now
+    # Stalled uploads arrive after it and fill the budget (600 + 3 x 400 = 1,800 bytes).
+    stalled = [await _holding_upload(client, 400) for _ in range(3)]
+    try:
+        await asyncio.wait_for(sending, timeout=10)
+        status, _headers, body, _closed = await asyncio.wait_for(
+            _answer(reader, closing=False), timeout=5
+        )
+    finally:
+        writer.close()
+        for _, stalled_writer in stalled:
+            stalled_writer.close()
+    assert status == 200, body
+    assert json.loads(body)["body_length"] == 1000
     assert auth.hits == 1
 
 
@@ -285,18 +331,24 @@ async def test_stalled_uploads_declaring_large_bodies_hold_only_what_they_sent(
     # Each declares Content-Length 1000 and sends a few bytes: nothing like 1,500 is held.
     stalled = [await _partial_upload(client) for _ in range(CLIENTS)]
     await asyncio.sleep(0.1)
-    response = await client.post("/v1/users", data=b"z" * 1000)  # at once, no eviction
+    started = time.perf_counter()
+    response = await client.post("/v1/users", data=b"z" * 1000)
     assert (await expect.echo(response))["body_length"] == 1000
+    assert time.perf_counter() - started < STALLED_AFTER_SECONDS  # no wait, nobody cut
     for _, writer in stalled:
         writer.close()
 
 
-async def test_a_budget_full_of_fresh_uploads_answers_503_and_recovers(
-    fakes, served, expect
+async def test_a_budget_full_of_bodies_still_arriving_answers_503_and_recovers(
+    fakes, served, expect, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # Uploads that stalled are cut for room after a second: here they never count as
+    # stalled, so the budget is as full as a real overload leaves it.
+    monkeypatch.setattr(body_module, "STALLED_AFTER_SECONDS", 60.0)
+    monkeypatch.setattr(body_module, "ROOM_WAIT_SECONDS", 0.3)
     auth = await fakes.upstream("auth")
     client = await served({"auth": auth.url}, body_budget_bytes=1500)
-    holding = await _holding_upload(client, 900)  # too young to be cut for room
+    holding = await _holding_upload(client, 900)
     await asyncio.sleep(0.1)
     reader, writer = await _holding_upload(client, 900)  # 900 more do not fit
     try:

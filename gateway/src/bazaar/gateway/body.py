@@ -7,10 +7,12 @@ for an upstream failure (API.md, "Limits and failures"). Bodies being held, all 
 together, stay within a byte budget, so stalled uploads cannot exhaust the gateway's memory.
 
 Nor can they take the budget from other clients: it counts the bytes that arrived (not a
-declared `Content-Length`), and when a body does not fit, the uploads that have been
-arriving for longer than `EVICT_AFTER_SECONDS` (a well-behaved body of at most 1 MiB takes
-milliseconds) are cut, oldest first, with 408, to make room. Only a budget full of uploads
-younger than that (a real overload, not a stalled client) answers 503.
+declared `Content-Length`), and a body that does not fit cuts, with 408, the uploads that
+sent nothing for `STALLED_AFTER_SECONDS`, the longest silent first. A steady upload, however
+slow, is never cut. When nothing stalled can make room yet, the body waits for room (its
+client is not read meanwhile) up to `ROOM_WAIT_SECONDS`: the stalled uploads become
+cuttable, or bodies are forwarded and give their bytes back. Only a budget still full of
+bodies arriving or being forwarded after that (a real overload) answers 503.
 """
 
 from __future__ import annotations
@@ -32,8 +34,12 @@ from bazaar.gateway.errors import (
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
 
-#: An upload still arriving after this long may be cut when another body needs room.
-EVICT_AFTER_SECONDS = 1.0
+#: An upload that sent nothing for this long may be cut when another body needs room.
+STALLED_AFTER_SECONDS = 1.0
+#: How long a body waits for room in a full budget before it is answered 503.
+ROOM_WAIT_SECONDS = 2.0
+#: How often a body waiting for room looks again for uploads that have stalled meanwhile.
+_ROOM_POLL_SECONDS = 0.1
 
 
 class BodyEvicted(Exception):
@@ -41,14 +47,15 @@ class BodyEvicted(Exception):
 
 
 class Upload:
-    """A body being read: when it began, what it holds, its stream (to cut it)."""
+    """A body being read: what it holds, when it last sent something, its stream (to cut it)."""
 
-    __slots__ = ("content", "held", "started")
+    __slots__ = ("content", "held", "last", "waiting")
 
-    def __init__(self, content: StreamReader, started: float) -> None:
+    def __init__(self, content: StreamReader, now: float) -> None:
         self.content = content
-        self.started = started
         self.held = 0
+        self.last = now  # when it last sent bytes (or began)
+        self.waiting = False  # held back by the budget, not by its client: never cut
 
 
 class BodyBudget:
@@ -58,17 +65,20 @@ class BodyBudget:
         self,
         limit: int,
         *,
-        evict_after: float = EVICT_AFTER_SECONDS,
+        stalled_after: float | None = None,
+        room_wait: float | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.limit = limit
         self.held = 0
-        self._evict_after = evict_after
+        self._stalled_after = STALLED_AFTER_SECONDS if stalled_after is None else stalled_after
+        self._room_wait = ROOM_WAIT_SECONDS if room_wait is None else room_wait
         self._clock = clock
-        self._uploads: dict[Upload, None] = {}  # still arriving, oldest first
+        self._uploads: dict[Upload, None] = {}  # still arriving
+        self._freed = asyncio.Event()
 
     def begin(self, content: StreamReader) -> Upload:
-        """An upload starts arriving: it may be cut for room once it is old enough."""
+        """An upload starts arriving: it may be cut for room once it stalls."""
         upload = Upload(content, self._clock())
         self._uploads[upload] = None
         return upload
@@ -80,42 +90,68 @@ class BodyBudget:
             self.give_back(upload.held)
             upload.held = 0
 
-    def take(self, size: int, upload: Upload | None = None) -> None:
-        """Hold `size` more bytes, cutting old uploads to make room if need be; raise
-        BodyBudgetExhausted (503) when they do not fit even so."""
-        if self.held + size > self.limit:
-            self._make_room(self.held + size - self.limit, upload)
-        if self.held + size > self.limit:
-            raise BodyBudgetExhausted(
-                "The gateway holds too many request bodies right now.",
-                headers={"Retry-After": "1"},
-            )
+    async def take(self, size: int, upload: Upload) -> None:
+        """Hold `size` more bytes for `upload`, cutting stalled uploads to make room, waiting
+        for room up to the room wait; BodyBudgetExhausted (503) when there is none by then."""
+        deadline: float | None = None
+        while self.held + size > self.limit and not self._make_room(
+            self.held + size - self.limit, upload
+        ):
+            now = self._clock()
+            deadline = now + self._room_wait if deadline is None else deadline
+            if now >= deadline:
+                raise BodyBudgetExhausted(
+                    "The gateway holds too many request bodies right now.",
+                    headers={"Retry-After": "1"},
+                )
+            upload.waiting = True
+            try:
+                async with asyncio.timeout(min(_ROOM_POLL_SECONDS, deadline - now)):
+                    await self._freed.wait()
+            except TimeoutError:
+                pass
+            finally:
+                upload.waiting = False
         self.held += size
-        if upload is not None:
-            upload.held += size
+        upload.held += size
+        upload.last = self._clock()
 
     def give_back(self, size: int) -> None:
-        """Release `size` bytes taken before."""
+        """Release `size` bytes taken before (bodies waiting for room look again)."""
         self.held -= size
+        if size:
+            self._freed.set()
+            self._freed = asyncio.Event()
 
-    def _make_room(self, needed: int, requester: Upload | None) -> None:
-        """Cut the oldest uploads older than the grace, if together they free `needed`."""
-        oldest = self._clock() - self._evict_after
+    def _make_room(self, needed: int, requester: Upload) -> bool:
+        """Cut the uploads stalled longest, if together they free `needed`; whether they did."""
+        silent_since = self._clock() - self._stalled_after
+        stalled = sorted(
+            (
+                upload
+                for upload in self._uploads
+                if upload.held
+                and upload is not requester
+                and not upload.waiting
+                and upload.last <= silent_since
+            ),
+            key=lambda upload: upload.last,
+        )
         victims: list[Upload] = []
         freed = 0
-        for upload in self._uploads:  # oldest first
-            if upload.started > oldest or freed >= needed:
+        for upload in stalled:
+            if freed >= needed:
                 break
-            if upload is not requester and upload.held:
-                victims.append(upload)
-                freed += upload.held
+            victims.append(upload)
+            freed += upload.held
         if freed < needed:
-            return  # cutting them would not be enough: cut nobody
+            return False  # cutting them would not be enough: cut nobody
         for upload in victims:
             del self._uploads[upload]
-            self.give_back(upload.held)
+            self.held -= upload.held
             upload.held = 0
             upload.content.set_exception(BodyEvicted())
+        return True
 
 
 async def expect_nothing(_request: web.Request) -> None:
@@ -155,7 +191,7 @@ async def read_body(
                 break
             if len(body) + len(chunk) > limit:
                 raise PayloadTooLarge(f"The body exceeds {limit} bytes.")
-            budget.take(len(chunk), upload)
+            await budget.take(len(chunk), upload)
             body += chunk
         if length is not None and len(body) < length:  # (aiohttp reports a short body as lost)
             raise ClientClosedRequest("The body ended short of its Content-Length.")
