@@ -93,7 +93,7 @@ def _prometheus_binary() -> Path:
     """Debian's prometheus, installed by scripts/ensure-prometheus.sh when missing."""
     ensure = REPO / "scripts" / "ensure-prometheus.sh"
     if not PROMETHEUS.is_file() and ensure.is_file():
-        subprocess.run(["bash", str(ensure)], capture_output=True, check=False, timeout=600)
+        subprocess.run(["bash", str(ensure)], capture_output=True, check=False, timeout=300)
     if not PROMETHEUS.is_file():
         pytest.skip(f"{PROMETHEUS} is missing and could not be installed (ensure-prometheus.sh)")
     return PROMETHEUS

@@ -45,7 +45,7 @@ def _promtool() -> str:
 
 def _run(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [_promtool(), *args], capture_output=True, text=True, timeout=600, check=False
+        [_promtool(), *args], capture_output=True, text=True, timeout=300, check=False
     )
 
 

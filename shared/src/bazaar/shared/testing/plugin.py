@@ -80,7 +80,9 @@ def pytest_runtest_protocol(item: pytest.Item) -> Generator[None, object, object
     if _watchdog.limit <= 0:
         return (yield)
     marker = item.get_closest_marker("watchdog_limit")
-    _watchdog.start(item.nodeid, item.path, float(marker.args[0]) if marker else None)
+    # A marked test gets at least its own limit, never less than the configured one.
+    longer = max(float(marker.args[0]), _watchdog.limit) if marker and marker.args else None
+    _watchdog.start(item.nodeid, item.path, longer)
     try:
         return (yield)
     finally:
