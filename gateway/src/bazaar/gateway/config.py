@@ -133,8 +133,8 @@ class GatewaySettings(ProcessSettings):
     trusted_proxies: tuple[str, ...] = ()
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
     #: Bytes of request bodies the gateway holds at once, all clients together (each body
-    #: is held from its first byte until its upstream answered); past it a request with a
-    #: body is answered 503 with Retry-After, so stalled uploads cannot exhaust memory.
+    #: is held from its first byte until its upstream answered). Stalled uploads are cut to
+    #: make room (bazaar.gateway.body); a body that still finds none is answered 503.
     body_budget_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
     cors_origins: tuple[str, ...] = ()
     #: Seconds in-flight requests get to finish on SIGTERM (open event streams end at once).
