@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
 import pytest
 
 from bazaar.shared.dbfailure import DatabaseBusy
-from bazaar.shared.tasks import periodically, wait_at_most
+from bazaar.shared.tasks import cancel_and_wait, periodically, wait_at_most
 
 
 async def test_a_job_runs_repeatedly_survives_failures_and_stops_with_the_block() -> None:
@@ -101,3 +102,43 @@ async def test_a_routine_periodic_job_logs_its_turns_at_the_level_it_asks(
     done = [(r.getMessage(), r.levelno) for r in caplog.records if r.getMessage().endswith("done")]
     assert {level for message, level in done if message == "routine done"} == {logging.DEBUG}
     assert {level for message, level in done if message == "reported done"} == {logging.INFO}
+
+
+async def _swallowing_one_cancellation(ran: list[str]) -> None:
+    """A loop that, like a broker call on a broken connection, turns one cancellation into
+    an error it survives and goes on."""
+    swallowed = False
+    while True:
+        try:
+            await asyncio.sleep(0.05)
+        except asyncio.CancelledError:
+            if swallowed:
+                raise
+            swallowed = True
+            ran.append("swallowed")
+
+
+async def test_cancel_and_wait_ends_a_task_that_swallowed_its_first_cancellation() -> None:
+    ran: list[str] = []
+    task = asyncio.create_task(_swallowing_one_cancellation(ran))
+    await asyncio.sleep(0.01)
+    async with asyncio.timeout(5):  # a single cancel() and an await would wait for ever
+        await cancel_and_wait(task, again_after=0.2)
+    assert task.cancelled()
+    assert ran == ["swallowed"]
+
+
+async def test_a_periodic_job_swallowing_a_cancellation_still_stops_with_the_block() -> None:
+    ran: list[str] = []
+
+    async def job() -> None:
+        await _swallowing_one_cancellation(ran)
+
+    started = time.monotonic()
+    async with asyncio.timeout(5):
+        async with periodically(0.01, job, name="swallower"):
+            await asyncio.sleep(0.1)  # the job is running: its first turn never ends
+    # Within the re-cancel interval, not at the 5 s timeout (whose own cancellation a
+    # suppressed CancelledError around `await task` used to swallow as well).
+    assert time.monotonic() - started < 3
+    assert ran == ["swallowed"]

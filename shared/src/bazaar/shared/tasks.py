@@ -8,6 +8,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from typing import Any
 
 from bazaar.shared.errors import is_outage
 
@@ -97,9 +98,29 @@ async def periodically(
     try:
         yield
     finally:
+        await cancel_and_wait(task)
+
+
+#: A task not ended by its cancellation is cancelled again after this many seconds.
+RECANCEL_SECONDS = 1.0
+
+
+async def cancel_and_wait(
+    task: asyncio.Task[Any], *, again_after: float = RECANCEL_SECONDS
+) -> None:
+    """Cancel `task` and wait until it ended, cancelling it again every `again_after` s.
+
+    One cancellation is not always enough: a library call the task is in may swallow it
+    (aio-pika/aiormq turn a cancellation during a broken connection's call into their own
+    error, which a loop that survives errors then catches and goes on), and whoever waits
+    for the task would wait for ever. A cancellation of the caller itself still propagates
+    (the task is left cancelled, not awaited, then).
+    """
+    while not task.done():
         task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await asyncio.wait({task}, timeout=again_after)
+    if not task.cancelled():
+        task.exception()  # retrieved: its failure is the task's owner's to report
 
 
 async def wait_at_most(event: asyncio.Event, seconds: float) -> bool:

@@ -21,7 +21,7 @@ from bazaar.shared.messaging.metrics import MessagingMetrics
 from bazaar.shared.messaging.relay import OutboxRelay, RelaySettings
 from bazaar.shared.messaging.topology import UNROUTED
 from bazaar.shared.settings import ServiceSettings
-from bazaar.shared.tasks import periodically
+from bazaar.shared.tasks import cancel_and_wait, periodically
 
 log = logging.getLogger("bazaar.messaging")
 
@@ -147,9 +147,7 @@ class Messaging:
         try:
             await relay
         finally:
-            relay.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await relay
+            await cancel_and_wait(relay)
 
     async def _watch_queues(self) -> None:
         # Once started: the consumers' queues (and the relay's unrouted) are declared then.
@@ -181,9 +179,7 @@ class Messaging:
                 *(c.stop(self.settings.drain_seconds) for c in self.consumers),
                 return_exceptions=True,
             )
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await cancel_and_wait(task)
             await self.broker.close()
             if self.publisher is not self.broker:
                 await self.publisher.close()
@@ -199,10 +195,9 @@ async def _in_background(job: Coroutine[None, None, None], *, name: str) -> Asyn
     try:
         yield
     finally:
-        task.cancel()
-        # gather, not a suppressed CancelledError: a cancellation of the caller itself
-        # while it waits here still propagates.
-        await asyncio.gather(task, return_exceptions=True)
+        # Cancelled again until it ended: a broker call may swallow one cancellation (a
+        # test hung for ever here once, the queue-depth loop going on after its cancel).
+        await cancel_and_wait(task)
 
 
 def _report_crash(task: asyncio.Task[None]) -> None:
