@@ -130,12 +130,14 @@ def broker_outage() -> Iterator[BrokerOutage]:
     """A private broker node the test may stop and start (skips where none can run)."""
     if not can_run_private_node():
         pytest.skip("broker outages need rabbitmq-server to start a private node")
-    node = PrivateRabbit(private_workdir("bazaar-rabbitmq-"), uuid.uuid4().hex[:8], "bazaar-outage")
+    work = private_workdir("bazaar-rabbitmq-")
+    node = PrivateRabbit(work, uuid.uuid4().hex[:8], "bazaar-outage")
     try:
         node.start()
         yield BrokerOutage(node)
     finally:
         node.stop()
+        shutil.rmtree(work, ignore_errors=True)  # the node removed its own directory in it
 
 
 class EventTap:
