@@ -11,7 +11,6 @@ watch as `missed`: what changed while nobody listened is found by reading again.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -19,7 +18,7 @@ from contextlib import asynccontextmanager
 import asyncpg
 
 from bazaar.shared.backoff import Backoff
-from bazaar.shared.tasks import OutageLog, wait_at_most
+from bazaar.shared.tasks import OutageLog, cancel_and_wait, wait_at_most
 
 log = logging.getLogger("bazaar.notify")
 
@@ -147,9 +146,7 @@ class ChangeFeed:
             yield
         finally:
             self.close()
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await cancel_and_wait(task)  # its reconnect loop may swallow one cancel
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()

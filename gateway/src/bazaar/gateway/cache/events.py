@@ -40,7 +40,7 @@ from bazaar.gateway.throttledlog import ThrottledWarning
 from bazaar.shared.backoff import Backoff
 from bazaar.shared.messaging.envelope import MalformedEvent, decode_event
 from bazaar.shared.messaging.topology import declare_exchange
-from bazaar.shared.tasks import periodically
+from bazaar.shared.tasks import cancel_and_wait, periodically
 
 log = logging.getLogger("bazaar.gateway")
 
@@ -108,9 +108,7 @@ class CatalogEvents:
     async def stop(self) -> None:
         """End the subscription."""
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await cancel_and_wait(self._task)  # its broker loop may swallow one cancel
         self._trust.lost()
 
     async def _run(self) -> None:
