@@ -76,13 +76,17 @@ class PageParams:
         return JSONResponse(body, headers={"Link": link} if link else None)
 
 
-def page_params(
+async def page_params(
     limit: Annotated[int, Query(ge=1, le=100, description="Items per page.")] = 20,
     cursor: Annotated[
         str | None, Query(max_length=512, description="`next_cursor` of the previous page.")
     ] = None,
 ) -> PageParams:
-    """Read `limit` and `cursor` from the query string."""
+    """Read `limit` and `cursor` from the query string.
+
+    A coroutine, though it awaits nothing: FastAPI runs a plain function dependency in a
+    worker thread, a thread hop on every list request.
+    """
     return PageParams(limit=limit, cursor=cursor)
 
 
