@@ -16,7 +16,7 @@ from typing import Any
 
 import uvloop
 from fastapi import FastAPI
-from granian.constants import Interfaces
+from granian.constants import HTTPModes, Interfaces
 from granian.http import HTTP1Settings
 from granian.log import LogLevels
 from granian.server.embed import Server as Granian
@@ -184,6 +184,10 @@ def _server(target: ASGIApp, settings: ServiceSettings) -> Granian:
         port=settings.port,
         # No lifespan from granian (it would start it after binding): `_Lifespan` runs it.
         interface=Interfaces.ASGINL,
+        # HTTP/1.1 only (the gateway speaks nothing else to services; no sniffing for h2c
+        # on every connection) and no WebSocket upgrade handling (no route uses one).
+        http=HTTPModes.http1,
+        websockets=False,
         backlog=LISTEN_BACKLOG,
         # Granian's wait for the next request's headers is the idle keep-alive time.
         http1_settings=HTTP1Settings(header_read_timeout=KEEP_ALIVE_SECONDS * 1000),
