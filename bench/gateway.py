@@ -5,9 +5,12 @@
 
 Proxy-bound layout: the upstream (bench/upstream.py) and wrk share core 0, the proxy under
 test runs alone on core 1 (taskset). bench/minimal_proxy.py is the floor: the least an
-aiohttp proxy can do, to tell the gateway's own cost from aiohttp's. Configurations
-alternate over the rounds; the table gives medians. Realistic layout: the same chain
-through to catalog's GET /v1/products/{id}, with the gateway's rate limits counted in Redis
+aiohttp proxy can do, to tell the gateway's own cost from aiohttp's; bench/raw_proxy.py is
+the floor of the other design, a proxy on raw uvloop protocols with a C parser (httptools).
+Before measuring, every target must answer 200 with the direct answer's body.
+Configurations alternate over the rounds; the tables give medians, with each proxy's CPU per
+request as a multiple of nginx's. Realistic layout: the same chain through to catalog's
+GET /v1/products/{id}, with the gateway's rate limits counted in Redis
 as `make up` runs it ($BAZAAR_TEST_REDIS_URL, else the local 127.0.0.1:6379; keys under a
 prefix of the run's own, deleted after); it prints the gateway's CPU µs per request beside
 nginx's and their ratio; after each gateway run it checks the run really counted in Redis
@@ -40,6 +43,9 @@ ROOT = Path(__file__).resolve().parents[1]
 BIN = ROOT / ".venv" / "bin"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 LOAD_CPU, PROXY_CPU = "0", "1"
+NGINX, MINIMAL, RAW = "nginx (1 worker)", "minimal aiohttp proxy", "raw asyncio proxy"
+#: The same gateway with its response cache on, measured apart: hits proxy nothing.
+CACHE_HITS = "gateway, cache hits"
 #: The gateway's count of rate-limit decisions taken in process (gateway/metrics.py).
 FALLBACKS = "gateway_rate_limit_fallbacks_total"
 
@@ -180,9 +186,14 @@ def gateway_env(
     jwks: str,
     issuer: str,
     redis: tuple[str, str] | None = None,
+    cache: bool = False,
 ) -> dict[str, str]:
     """Settings of a gateway under test: the plain proxy, or the full chain; `redis` (URL,
-    key prefix): the full chain's rate limits are counted there, as `make up` does."""
+    key prefix): the full chain's rate limits are counted there, as `make up` does.
+
+    The response cache is off unless `cache`: catalog's product answers are cacheable
+    (`public, s-maxage`), and a gateway answering from its cache proxies nothing (its
+    figures would be cache hits, not the cost of proxying a request)."""
     auth = "token" if full else "public"
     routes = [
         {
@@ -204,6 +215,7 @@ def gateway_env(
         "GATEWAY_JWT_JWKS_URL": jwks,
         "GATEWAY_JWT_ISSUER": issuer,
         "GATEWAY_LOG_LEVEL": "INFO" if full else "WARNING",
+        "GATEWAY_CACHE_ENABLED": "true" if cache else "false",
         **({"GATEWAY_REDIS_URL": redis[0], "GATEWAY_REDIS_PREFIX": redis[1]} if redis else {}),
     }
 
@@ -220,19 +232,48 @@ def median_run(runs: list[Run]) -> Run:
 
 
 def table(title: str, results: dict[str, Run], baseline: str) -> None:
-    """Print one layout's table with ratios to the baseline's req/s."""
+    """Print one layout's table with ratios to the baseline's req/s and to nginx's CPU."""
     print(f"\n{title}")
+    width = len(baseline) + 6
     print(
         f"  {'configuration':<28}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}"
-        f"{'proxy CPU µs/req':>18}{'vs ' + baseline:>14}"
+        f"{'proxy CPU µs/req':>18}{'CPU vs nginx':>14}{'vs ' + baseline:>{width}}"
     )
     base = results[baseline].rps
+    nginx_cpu = results[NGINX].cpu_us
     for name, run in results.items():
         cpu = f"{run.cpu_us:.0f}" if run.cpu_us is not None else "-"
+        vs_nginx = f"{run.cpu_us / nginx_cpu:.2f}x" if run.cpu_us and nginx_cpu else "-"
         print(
             f"  {name:<28}{run.rps:>10.0f}{run.p50_ms:>9.2f}{run.p99_ms:>9.2f}"
-            f"{cpu:>18}{run.rps / base:>13.2f}x"
+            f"{cpu:>18}{vs_nginx:>14}{run.rps / base:>{width - 1}.2f}x"
         )
+
+
+def same_answers(targets: dict[str, tuple[str, dict[str, str], int | None]]) -> None:
+    """Exit unless every target answers 200 with the first (direct) target's body: a fast
+    wrong answer (an error page, an empty body) would pass wrk's status check."""
+    bodies: dict[str, bytes] = {}
+    for label, (url, headers, _) in targets.items():
+        request = urllib.request.Request(url, headers=headers)
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            if answer.status != 200:
+                sys.exit(f"{label}: {url} answered {answer.status}, not 200")
+            bodies[label] = answer.read()
+    direct, expected = next(iter(bodies.items()))
+    for label, body in bodies.items():
+        if body != expected:
+            sys.exit(f"{label}: its body differs from {direct}'s:\n{body!r}\n{expected!r}")
+
+
+def floor_proxies(upstream: str) -> dict[str, tuple[int, subprocess.Popen[bytes]]]:
+    """The two floors on the proxy core, forwarding to `upstream`: label -> (port, process)."""
+    proxies: dict[str, tuple[int, subprocess.Popen[bytes]]] = {}
+    for label, script in ((MINIMAL, "minimal_proxy.py"), (RAW, "raw_proxy.py")):
+        port = free_port()
+        command = [sys.executable, str(ROOT / "bench" / script), str(port), upstream]
+        proxies[label] = (port, start(command, PROXY_CPU))
+    return proxies
 
 
 def stop_all(procs: list[subprocess.Popen[bytes]]) -> None:
@@ -288,29 +329,43 @@ def realistic(args: argparse.Namespace, token: str, work: Path) -> None:
         )
         jwks = f"http://127.0.0.1:{_jwks_port(work)}/jwks.json"
 
-        def settings(port: int) -> dict[str, str]:
+        def settings(port: int, *, cache: bool = False) -> dict[str, str]:
             return gateway_env(
-                port, base, full=True, jwks=jwks, issuer=TokenIssuer.ISSUER, redis=redis
+                port,
+                base,
+                full=True,
+                jwks=jwks,
+                issuer=TokenIssuer.ISSUER,
+                redis=redis,
+                cache=cache,
             )
 
         gateway = start([str(BIN / "bazaar-gateway"), "serve"], PROXY_CPU, settings(gateway_port))
-        minimal_port = free_port()
-        minimal = start(
-            [sys.executable, str(ROOT / "bench" / "minimal_proxy.py"), str(minimal_port), base],
-            PROXY_CPU,
+        cached_port = free_port()
+        cached = start(
+            [str(BIN / "bazaar-gateway"), "serve"], PROXY_CPU, settings(cached_port, cache=True)
         )
-        procs += [nginx, gateway, minimal]
+        floors = floor_proxies(base)
+        procs += [nginx, gateway, cached, *(proc for _, proc in floors.values())]
         path = f"/v1/products/{product}"
         auth = {"Authorization": f"Bearer {token}"}
         limits = "Redis limits" if redis else "in-process limits"
         gateway_label = f"gateway, {limits}"
-        targets = {
+        targets: dict[str, tuple[str, dict[str, str], int | None]] = {
             "catalog directly": (f"{base}{path}", {}, None),
-            "nginx (1 worker)": (f"http://127.0.0.1:{nginx_port}{path}", {}, nginx.pid),
-            "minimal aiohttp proxy": (f"http://127.0.0.1:{minimal_port}{path}", {}, minimal.pid),
+            NGINX: (f"http://127.0.0.1:{nginx_port}{path}", {}, nginx.pid),
+            **{
+                label: (f"http://127.0.0.1:{port}{path}", {}, proc.pid)
+                for label, (port, proc) in floors.items()
+            },
             gateway_label: (f"http://127.0.0.1:{gateway_port}{path}", auth, gateway.pid),
+            # Not a proxying figure: what the same gateway costs answering from its cache.
+            CACHE_HITS: (f"http://127.0.0.1:{cached_port}{path}", auth, cached.pid),
         }
-        gateways = {gateway_label: f"http://127.0.0.1:{gateway_port}"}
+        gateways = {
+            gateway_label: f"http://127.0.0.1:{gateway_port}",
+            CACHE_HITS: f"http://127.0.0.1:{cached_port}",
+        }
         if args.compare:
             other_port = free_port()
             other = start(
@@ -324,6 +379,7 @@ def realistic(args: argparse.Namespace, token: str, work: Path) -> None:
             gateways[f"{gateway_label} (compared)"] = f"http://127.0.0.1:{other_port}"
         for url, headers, _ in targets.values():
             wait_http(url, headers)
+        same_answers(targets)
         runs: dict[str, list[Run]] = {name: [] for name in targets}
         for _ in range(args.rounds):
             for label, (url, headers, pid) in targets.items():
@@ -336,16 +392,17 @@ def realistic(args: argparse.Namespace, token: str, work: Path) -> None:
             results,
             "catalog directly",
         )
-        nginx_cpu = results["nginx (1 worker)"].cpu_us or 0.0
+        nginx_cpu = results[NGINX].cpu_us or 0.0
         for label in targets:
             cpu = results[label].cpu_us
-            if label != "nginx (1 worker)" and cpu is not None and nginx_cpu:
+            if label != NGINX and cpu is not None and nginx_cpu:
                 print(
                     f"\n  {label}: {cpu:.0f} µs CPU per request, nginx {nginx_cpu:.0f} µs: "
                     f"{cpu / nginx_cpu:.2f}x nginx (target <= 2.5x, stretch 2x)"
                 )
         print(
-            "  (the minimal aiohttp proxy is the floor of an aiohttp gateway: bench/minimal_proxy.py)"
+            "  (floors: of an aiohttp gateway, bench/minimal_proxy.py; of a gateway on raw"
+            " asyncio protocols with httptools, bench/raw_proxy.py)"
         )
     finally:
         stop_all(procs)
@@ -451,12 +508,8 @@ def main() -> None:
         )
         upstream = f"http://127.0.0.1:{up_port}"
         nginx_port, plain_port, full_port = free_port(), free_port(), free_port()
-        minimal_port = free_port()
-        minimal = start(
-            [sys.executable, str(ROOT / "bench" / "minimal_proxy.py"), str(minimal_port), upstream],
-            PROXY_CPU,
-        )
-        procs.append(minimal)
+        floors = floor_proxies(upstream)
+        procs += [proc for _, proc in floors.values()]
         nginx = start(["nginx", "-c", str(nginx_config(nginx_port, up_port, work))], PROXY_CPU)
         plain = start(
             [str(BIN / "bazaar-gateway"), "serve"],
@@ -471,10 +524,13 @@ def main() -> None:
         procs += [nginx, plain, full]
         path = "/v1/products/3fa85f64-5717-4562-b3fc-2c963f66afa6"
         auth = {"Authorization": f"Bearer {token}"}
-        targets = {
+        targets: dict[str, tuple[str, dict[str, str], int | None]] = {
             "upstream directly": (f"{upstream}{path}", {}, None),
-            "nginx (1 worker)": (f"http://127.0.0.1:{nginx_port}{path}", {}, nginx.pid),
-            "minimal aiohttp proxy": (f"http://127.0.0.1:{minimal_port}{path}", {}, minimal.pid),
+            NGINX: (f"http://127.0.0.1:{nginx_port}{path}", {}, nginx.pid),
+            **{
+                label: (f"http://127.0.0.1:{port}{path}", {}, proc.pid)
+                for label, (port, proc) in floors.items()
+            },
             "gateway, plain": (f"http://127.0.0.1:{plain_port}{path}", {}, plain.pid),
             "gateway, full chain": (f"http://127.0.0.1:{full_port}{path}", auth, full.pid),
         }
@@ -483,6 +539,7 @@ def main() -> None:
             return
         for url, headers, _ in targets.values():
             wait_http(url, headers)
+        same_answers(targets)
         runs: dict[str, list[Run]] = {name: [] for name in targets}
         for _ in range(args.rounds):
             for name, (url, headers, pid) in targets.items():
@@ -492,11 +549,11 @@ def main() -> None:
             f"{os.cpu_count()} cores; wrk -t1 -c{args.connections} keep-alive, "
             f"{args.seconds:.0f} s x {args.rounds} rounds, medians"
         )
-        table("Proxy-bound layout (proxy alone on core 1)", results, "nginx (1 worker)")
+        table("Proxy-bound layout (proxy alone on core 1)", results, NGINX)
         full_r, plain_r, nginx_r = (
             results["gateway, full chain"],
             results["gateway, plain"],
-            results["nginx (1 worker)"],
+            results[NGINX],
         )
         print(
             f"\n  full chain / nginx req/s: {full_r.rps / nginx_r.rps:.2f}"
