@@ -11,6 +11,7 @@ from fastapi import APIRouter, Depends, FastAPI
 from bazaar.shared.auth import TokenVerifier
 from bazaar.shared.db import Database, PoolSettings, PoolStats
 from bazaar.shared.errors import ErrorMap, install_problem_handlers
+from bazaar.shared.fastlane import FastLane, FastRoute
 from bazaar.shared.health import QUIET_PATHS, ops_router
 from bazaar.shared.idempotency import IdempotencyStore
 from bazaar.shared.messaging import Messaging, Subscription, messaging_settings
@@ -54,13 +55,17 @@ def create_service_app(
     lifespan: ServiceLifespan | None = None,
     jwks_client: Callable[[FastAPI], httpx.AsyncClient] | None = None,
     subscriptions: Sequence[Subscription] = (),
+    fast_routes: Sequence[FastRoute] = (),
 ) -> FastAPI:
     """Build an app with the shared behaviour; `lifespan` adds the service's own resources.
 
     `jwks_client` lets a service fetch the JWKS another way than over the network (auth
     reads its own keys through its own app, in-process). `subscriptions` are the service's
     event consumers; with `amqp_url` set, the lifespan runs them and the outbox relay.
+    `fast_routes` are hot reads whose plain success skips FastAPI's routing and dependency
+    solving (see `bazaar.shared.fastlane`); each stands in for a route of `routers`.
     """
+    _check_fast_routes(fast_routes, routers)
     version = service_version(settings.service_name)
     provider = setup_tracing(settings.service_name, version, settings.otel_exporter_otlp_endpoint)
 
@@ -127,6 +132,10 @@ def create_service_app(
     app.include_router(ops_router())
     for router in routers:
         app.include_router(router)
+    if fast_routes:
+        # Added first, so inside ServiceMiddleware (the last added is the outermost): the
+        # lane's answers get the ids, trace, body limit, backstop, metrics and access log.
+        app.add_middleware(FastLane, routes=fast_routes, error_map=error_map)
     # One layer: ids, trace, body limit, backstop, metrics, access log (see middleware).
     app.add_middleware(
         ServiceMiddleware,
@@ -137,6 +146,15 @@ def create_service_app(
         in_flight=app.state.requests_in_flight,
     )
     return app
+
+
+def _check_fast_routes(fast_routes: Sequence[FastRoute], routers: Sequence[APIRouter]) -> None:
+    """Refuse a fast route standing in for no route of the app (it could answer alone)."""
+    for fast in fast_routes:
+        if not any(fast.route is route for router in routers for route in router.routes):
+            raise ValueError(f"fast route {fast.route.path}: its APIRoute is not in `routers`")
+        if fast.method not in (fast.route.methods or ()):
+            raise ValueError(f"fast route {fast.route.path}: its route takes no {fast.method}")
 
 
 def _pool_stats(app: FastAPI) -> PoolStats | None:

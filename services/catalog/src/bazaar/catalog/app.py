@@ -20,4 +20,6 @@ def create_app(settings: CatalogSettings | None = None) -> FastAPI:
         routers=[products.router, reservations.router],
         error_map=ERROR_MAP,
         subscriptions=SUBSCRIPTIONS,
+        # `GET /v1/products/{id}`'s plain answers skip FastAPI's per-request machinery.
+        fast_routes=products.FAST_ROUTES,
     )
