@@ -20,6 +20,10 @@ import httpx
 import pytest
 import pytest_asyncio
 from fastapi import FastAPI
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind
 from prometheus_client.parser import text_string_to_metric_families
 from pydantic import SecretStr
 
@@ -27,8 +31,10 @@ from bazaar.catalog.api import products
 from bazaar.catalog.app import create_app
 from bazaar.catalog.config import CatalogSettings
 from bazaar.catalog.service import products as use_cases
+from bazaar.shared import telemetry
 from bazaar.shared.dbfailure import DatabaseBusy
 from bazaar.shared.fastlane import FastLane
+from bazaar.shared.telemetry import TracerProvider
 from bazaar.shared.testing.asgi import serve_in_process
 
 #: Headers that differ between any two requests, whichever path answers.
@@ -295,3 +301,39 @@ async def test_a_fast_answer_carries_the_ids_and_is_timed_and_logged_under_its_r
         and s.labels["http_response_status_code"] == "200"
     }
     assert counts[("GET", "/v1/products/{product_id}")] == 1
+
+
+@pytest.mark.parametrize("known", [True, False], ids=["read", "unknown-product"])
+async def test_with_traces_exported_the_lane_answers_with_the_routes_server_span(
+    catalog_settings: CatalogSettings,
+    new_product: NewProduct,
+    monkeypatch: pytest.MonkeyPatch,
+    known: bool,
+) -> None:
+    # As deployed with OTEL_EXPORTER_OTLP_ENDPOINT: FastAPI's native telemetry records a
+    # server span per request, and the lane must answer with the same span as the route.
+    exporter = InMemorySpanExporter()
+    exporting = TracerProvider(Resource.create({"service.name": "catalog"}))
+    exporting.add_span_processor(SimpleSpanProcessor(exporter))
+    monkeypatch.setattr(telemetry, "_provider", exporting)
+    product = await new_product()
+    url = f"/v1/products/{product['id'] if known else uuid.uuid4()}"
+    traceparent = {"traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"}
+    spans = {}
+    for name, fast_routes in (("fast", products.FAST_ROUTES), ("plain", ())):
+        monkeypatch.setattr(products, "FAST_ROUTES", fast_routes)
+        app = create_app(catalog_settings)
+        async with serve_in_process(app, base_url="http://catalog.test") as c:
+            response = await c.get(url, headers=traceparent)
+            if fast_routes:
+                assert (lane_of(app).answered, lane_of(app).declined) == (1, 0)
+        assert response.status_code == (200 if known else 404)
+        [span] = [s for s in exporter.get_finished_spans() if s.kind is SpanKind.SERVER]
+        assert format(span.context.trace_id, "032x") == response.headers["X-Trace-Id"]
+        spans[name] = span
+        exporter.clear()
+
+    fast, plain = spans["fast"], spans["plain"]
+    assert fast.name == plain.name == "GET /v1/products/{product_id}"
+    assert dict(fast.attributes or {}) == dict(plain.attributes or {})
+    assert (fast.status.status_code, fast.parent) == (plain.status.status_code, plain.parent)

@@ -114,6 +114,8 @@ def create_service_app(
         # A redirect would carry this service's internal host name to the client.
         redirect_slashes=False,
         # Before any route's own parameters: no NUL reaches SQL from a path, query or header.
+        # The fast lane (`fast_routes`) makes the same check itself: an app-level dependency
+        # added here must be added there too.
         dependencies=[Depends(refuse_nul_characters)],
         # A server span per request only when spans are recorded; else the ids alone.
         telemetry=server_telemetry(provider),
@@ -135,7 +137,7 @@ def create_service_app(
     if fast_routes:
         # Added first, so inside ServiceMiddleware (the last added is the outermost): the
         # lane's answers get the ids, trace, body limit, backstop, metrics and access log.
-        app.add_middleware(FastLane, routes=fast_routes, error_map=error_map)
+        app.add_middleware(FastLane, routes=fast_routes)
     # One layer: ids, trace, body limit, backstop, metrics, access log (see middleware).
     app.add_middleware(
         ServiceMiddleware,
@@ -149,12 +151,16 @@ def create_service_app(
 
 
 def _check_fast_routes(fast_routes: Sequence[FastRoute], routers: Sequence[APIRouter]) -> None:
-    """Refuse a fast route standing in for no route of the app (it could answer alone)."""
+    """Refuse a fast route standing in for no route of the app (it could answer alone), or
+    for a route with dependencies of its own (the lane solves none)."""
     for fast in fast_routes:
         if not any(fast.route is route for router in routers for route in router.routes):
             raise ValueError(f"fast route {fast.route.path}: its APIRoute is not in `routers`")
         if fast.method not in (fast.route.methods or ()):
             raise ValueError(f"fast route {fast.route.path}: its route takes no {fast.method}")
+        if fast.route.dependencies:
+            # The route's or its router's own: the lane would answer without them.
+            raise ValueError(f"fast route {fast.route.path}: its route has dependencies")
 
 
 def _pool_stats(app: FastAPI) -> PoolStats | None:

@@ -89,27 +89,16 @@ def validation_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
     ]
 
 
-def mapped_problem_response(
-    exc: Exception, path: str, error_map: Mapping[type[BaseException], ProblemSpec]
-) -> Response | None:
-    """The problem answer to a ProblemError or an error of `error_map` raised serving `path`;
-    None for any other exception (the backstop's: 500, or 503 for an outage)."""
-    problem = problem_from_exception(exc, error_map)
-    if problem is None:
-        return None
-    headers = exc.headers if isinstance(exc, ProblemError) else None
-    return problem_response(problem, instance=path, headers=headers)
-
-
 def install_problem_handlers(app: FastAPI, error_map: ErrorMap) -> None:
     """Answer every error of `app` as problem+json, domain errors through `error_map`."""
     app.state.error_map = dict(error_map)
 
     async def on_mapped(request: Request, exc: Exception) -> Response:
-        response = mapped_problem_response(exc, request.url.path, app.state.error_map)
-        if response is None:  # pragma: no cover - only registered classes reach here
+        problem = problem_from_exception(exc, app.state.error_map)
+        if problem is None:  # pragma: no cover - only registered classes reach here
             raise exc
-        return response
+        headers = exc.headers if isinstance(exc, ProblemError) else None
+        return problem_response(problem, instance=request.url.path, headers=headers)
 
     async def on_validation(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, RequestValidationError)  # noqa: S101 - registered for this class only

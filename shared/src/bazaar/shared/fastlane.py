@@ -1,4 +1,4 @@
-"""The fast lane: a hot read's plain success answered before FastAPI's per-request machinery.
+"""The fast lane: a hot read answered before FastAPI's per-request machinery.
 
 FastAPI's routing, dependency solving and parameter validation cost about 200 µs of the
 ~350 µs a bare FastAPI route needs per request on our machines, more than the database read
@@ -6,45 +6,46 @@ itself. For the few reads that dominate traffic (catalog's `GET /v1/products/{id
 `FastRoute` answers in a pure ASGI layer what it can answer completely: a strict path
 pattern, no query string, no NUL anywhere, and a handler that returns the very `Response`
 the FastAPI route would (both call the same function). Everything else is handed to the
-normal app untouched, so every error, validation answer and edge case stays FastAPI's and is
-identical by construction:
+normal app untouched, so every validation answer and edge case stays FastAPI's:
 
 - the method or path does not match a fast route, or there is a query string or a
   `root_path` (a mounted app: kept simple);
-- a header name or value holds a NUL (`refuse_nul_characters` answers it; the strict path
-  pattern already excludes one from the path);
-- FastAPI's native telemetry watches the request (`scope["fastapi.telemetry"]` set): its
-  server span takes the route from the router, so a recorded request takes the normal path;
-- the handler returns None, or tries to read the request body (it gets none: the body stays
-  whole for the normal path).
+- a header name or value holds a NUL (`refuse_nul_characters`, the app's one dependency,
+  answers it; the strict path pattern already excludes one from the path);
+- the handler returns None, or tries to read the request body (it gets none, so the body
+  stays whole for the normal path, which runs the request from the start).
 
 An error the handler raises is answered as the app answers it from a route, never by running
-the request again (a pool wait ending in a 503 would be paid twice): a `ProblemError` or an
-error of the service's error map becomes the same problem answer its exception handler gives
-(`mapped_problem_response`: 404 not found, 503 database busy...); any other exception is
-raised on to `ServiceMiddleware`'s backstop, as it would be from the route (500, or 503 for
-an outage, logged there). A cancellation is not an error: it propagates as from a route.
+the request again (a pool wait ending in a 503 would be paid twice): the app's own exception
+handler for its class (a domain error's problem, 503 database busy, an HTTPException...);
+an exception no handler takes is raised on to `ServiceMiddleware`'s backstop, as it would be
+from the route (500, or 503 for an outage, logged there). A cancellation propagates as from a
+route.
 
-Nothing is sent before the handler has returned, so a decline never follows a started
-response. When the lane answers (or raises), `scope["route"]` is the `APIRoute` the fast
-route stands in for: `ServiceMiddleware` (outside this layer) labels metrics and the access
-log with the same route template either way.
+`scope["route"]` is the `APIRoute` the fast route stands in for from the moment its handler
+runs (as the router sets it before the endpoint): `ServiceMiddleware` (outside this layer)
+labels metrics and the access log with the same route template on every path, a shutdown's
+503 included. When FastAPI's native telemetry records the request (traces exported), the
+lane names its server span after the route exactly as the router does (FastAPI's own
+`_route_selected`), so traced requests take the lane too, with the same span.
+
+A fast route may stand in only for a route without dependencies of its own (checked when
+the app is built): the lane solves none.
 """
 
 from __future__ import annotations
 
+import inspect
 import re
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 
 from fastapi import APIRouter
 from fastapi.routing import APIRoute
+from fastapi.telemetry._api import _route_selected
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
-
-from bazaar.shared.errors import mapped_problem_response
-from bazaar.shared.problem import ProblemSpec
 
 __all__ = ["FastHandler", "FastLane", "FastRoute", "api_route"]
 
@@ -85,16 +86,8 @@ async def _no_body() -> Message:
 class FastLane:
     """Pure ASGI: answer a fast route's plain success, hand everything else to `app`."""
 
-    def __init__(
-        self,
-        app: ASGIApp,
-        *,
-        routes: Iterable[FastRoute],
-        error_map: Mapping[type[BaseException], ProblemSpec] | None = None,
-    ) -> None:
+    def __init__(self, app: ASGIApp, *, routes: Iterable[FastRoute]) -> None:
         self.app = app
-        #: The service's domain errors and their problems (as `install_problem_handlers`).
-        self.error_map: Mapping[type[BaseException], ProblemSpec] = error_map or {}
         by_method: dict[str, list[FastRoute]] = {}
         for fast in routes:
             by_method.setdefault(fast.method, []).append(fast)
@@ -112,7 +105,6 @@ class FastLane:
                 candidates is not None
                 and not scope.get("query_string")
                 and not scope.get("root_path")
-                and scope.get("fastapi.telemetry") is None
             ):
                 path = scope["path"]
                 for fast in candidates:
@@ -132,18 +124,47 @@ class FastLane:
             if b"\x00" in value or b"\x00" in name:
                 return False
         request = Request(scope, _no_body)
+        scope["route"] = fast.route  # as the router sets it before the endpoint runs
         try:
             response = await fast.handler(request, match)
         except _BodyWanted:
+            del scope["route"]
             return False
         except Exception as exc:
-            scope["route"] = fast.route
-            response = mapped_problem_response(exc, request.url.path, self.error_map)
-            if response is None:
+            _name_the_span(scope, fast)
+            handler = _exception_handler(scope, exc)
+            if handler is None:
                 raise  # to the backstop, as from the route
-        if response is None:
-            return False
-        scope["route"] = fast.route
+            response = await handler(request, exc)
+        else:
+            if response is None:
+                del scope["route"]
+                return False
+            _name_the_span(scope, fast)
         self.answered += 1
         await response(scope, receive, send)
         return True
+
+
+def _name_the_span(scope: Scope, fast: FastRoute) -> None:
+    """Give FastAPI's server span (when it records one) the route, as its router does."""
+    if scope.get("fastapi.telemetry") is not None:
+        _route_selected(scope=scope, path=fast.route.path)
+
+
+ExceptionHandler = Callable[[Request, Exception], Awaitable[Response]]
+
+
+def _exception_handler(scope: Scope, exc: Exception) -> ExceptionHandler | None:
+    """The app's handler for `exc` as FastAPI's exception middleware finds it (by class, the
+    most derived first), or None: the catch-all `Exception` handler is the backstop's, and a
+    plain-function handler is left to it too (FastAPI would run it in a thread)."""
+    app = scope.get("app")
+    handlers = getattr(app, "exception_handlers", None) or {}
+    for cls in type(exc).__mro__:
+        if cls is Exception:
+            return None
+        handler = handlers.get(cls)
+        if handler is not None:
+            return handler if inspect.iscoroutinefunction(handler) else None
+    return None

@@ -16,7 +16,7 @@ from bazaar.catalog.api.schemas import ProductCreate, ProductRead, ProductUpdate
 from bazaar.catalog.domain.model import NewProduct, Product, ProductFilter
 from bazaar.catalog.service import products as use
 from bazaar.shared.db import Database
-from bazaar.shared.deps import Db, Idempotency
+from bazaar.shared.deps import Db, Idempotency, database
 from bazaar.shared.etag import check_if_match, if_none_match_matches, strong_etag
 from bazaar.shared.fastlane import FastRoute, api_route
 from bazaar.shared.idempotency import OptionalIdempotencyKey, StoredResponse
@@ -113,19 +113,20 @@ async def read_product(
     return _product_response(product, headers)
 
 
-#: `/v1/products/` and a canonical hyphenated UUID, either case (anything else: FastAPI).
+#: The router's prefix, `/` and a canonical hyphenated UUID, either case (else: FastAPI).
 PRODUCT_PATH = re.compile(
-    r"/v1/products/([0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12})"
+    re.escape(router.prefix)
+    + r"/([0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12})"
 )
 
 
-async def read_product_fast(request: Request, match: re.Match[str]) -> Response | None:
+async def read_product_fast(request: Request, match: re.Match[str]) -> Response:
     """`get_product` in the fast lane: the same `read_product`, from the path's UUID.
 
-    An unknown product or a busy database raises, and the lane answers the same problem as
-    the route's exception handlers (`bazaar.shared.fastlane`); the read is never run twice.
+    An unknown product or a busy database raises, and the lane answers it with the app's
+    exception handlers, as the route's errors are answered (`bazaar.shared.fastlane`).
     """
-    db: Database = request.app.state.db
+    db = await database(request)
     return await read_product(request, UUID(match[1]), db, request.headers.get("if-none-match"))
 
 
