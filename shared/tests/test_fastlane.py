@@ -31,7 +31,7 @@ from bazaar.shared.testing.asgi import serve_in_process
 
 ITEM = "/items/3f2c1e9a-7b1d-4c55-9a0e-2d4b6f8a1c3e"
 #: Nothing listens on port 1 (the pool opens without connecting: db_pool_min=0).
-UNREACHABLE_DATABASE_URL = "postgresql://postgres:pw@127.0.0.1:1/nowhere"
+UNREACHABLE_DATABASE_URL = "postgresql://postgres@127.0.0.1:1/nowhere"
 
 router = APIRouter()
 

@@ -40,7 +40,7 @@ from bazaar.shared.testing.asgi import serve_in_process
 #: Headers that differ between any two requests, whichever path answers.
 PER_REQUEST_HEADERS = {b"x-request-id", b"x-trace-id", b"date"}
 #: Nothing listens on port 1: connecting is refused at once.
-UNREACHABLE_DATABASE_URL = "postgresql://postgres:pw@127.0.0.1:1/nowhere"
+UNREACHABLE_DATABASE_URL = "postgresql://postgres@127.0.0.1:1/nowhere"
 
 NewProduct = Callable[..., Awaitable[dict[str, Any]]]
 
