@@ -216,7 +216,16 @@ def gateway_env(
         "GATEWAY_JWT_ISSUER": issuer,
         "GATEWAY_LOG_LEVEL": "INFO" if full else "WARNING",
         "GATEWAY_CACHE_ENABLED": "true" if cache else "false",
-        **({"GATEWAY_REDIS_URL": redis[0], "GATEWAY_REDIS_PREFIX": redis[1]} if redis else {}),
+        **(
+            {
+                "GATEWAY_REDIS_URL": redis[0],
+                "GATEWAY_REDIS_PREFIX": redis[1],
+                # The cache's entries under the run's prefix too (deleted after the run).
+                "GATEWAY_CACHE_REDIS_PREFIX": f"{redis[1]}cache:",
+            }
+            if redis
+            else {}
+        ),
     }
 
 
@@ -330,13 +339,15 @@ def realistic(args: argparse.Namespace, token: str, work: Path) -> None:
         jwks = f"http://127.0.0.1:{_jwks_port(work)}/jwks.json"
 
         def settings(port: int, *, cache: bool = False) -> dict[str, str]:
+            # Each gateway counts under its own prefix: `counted_in_redis` finds its keys.
+            own = None if redis is None else (redis[0], f"{redis[1]}hits:" if cache else redis[1])
             return gateway_env(
                 port,
                 base,
                 full=True,
                 jwks=jwks,
                 issuer=TokenIssuer.ISSUER,
-                redis=redis,
+                redis=own,
                 cache=cache,
             )
 
@@ -385,7 +396,10 @@ def realistic(args: argparse.Namespace, token: str, work: Path) -> None:
             for label, (url, headers, pid) in targets.items():
                 runs[label].append(wrk(url, args.seconds, args.connections, headers, pid))
                 if redis and label in gateways:  # fails loudly, not with in-process figures
-                    counted_in_redis(label, gateways[label], *redis)
+                    prefix = f"{redis[1]}hits:" if label == CACHE_HITS else redis[1]
+                    counted_in_redis(label, gateways[label], redis[0], prefix)
+                if label == CACHE_HITS:
+                    answered_from_cache(gateways[label])
         results = {label: median_run(r) for label, r in runs.items()}
         table(
             "Realistic layout (catalog + PostgreSQL + wrk on core 0, proxy on core 1)",
@@ -447,6 +461,21 @@ def counted_in_redis(label: str, gateway: str, redis_url: str, prefix: str) -> N
     with redis.Redis.from_url(redis_url, socket_timeout=2) as client:
         if next(client.scan_iter(match=f"{prefix}*", count=1000), None) is None:
             sys.exit(f"{label}: no rate-limit counter under {prefix!r} in Redis at {redis_url}")
+
+
+def answered_from_cache(gateway: str) -> None:
+    """Exit unless the cache-hits gateway's answers so far were nearly all cache hits (a
+    cache that failed turns itself off with a log line: its figures would be proxying)."""
+    with urllib.request.urlopen(f"{gateway}/metrics", timeout=5) as answer:
+        metrics = answer.read().decode()
+    counts: dict[str, float] = {}
+    for result, value in re.findall(
+        r'^gateway_cache_requests_total\{[^}]*result="(\w+)"[^}]*\} (\S+)$', metrics, re.M
+    ):
+        counts[result] = counts.get(result, 0.0) + float(value)
+    total = sum(counts.values())
+    if total == 0 or counts.get("hit", 0.0) < 0.99 * total:
+        sys.exit(f"{CACHE_HITS}: not answered from the cache ({counts or 'no cache metric'})")
 
 
 def _jwks_port(work: Path) -> int:

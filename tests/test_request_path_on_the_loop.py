@@ -55,7 +55,11 @@ def _runs_on_the_loop(call: Callable[..., Any]) -> bool:
 
 
 def _thread_hops(app: FastAPI) -> list[str]:
-    found = []
+    found = [
+        f"every route: {getattr(depends.dependency, '__qualname__', depends.dependency)}"
+        for depends in app.router.dependencies
+        if depends.dependency is not None and not _runs_on_the_loop(depends.dependency)
+    ]
     for route in _api_routes(app.routes):
         pending = [route.dependant]
         while pending:
@@ -71,9 +75,14 @@ def _thread_hops(app: FastAPI) -> list[str]:
 @pytest.mark.parametrize("service", sorted(_apps()))
 def test_every_endpoint_and_dependency_runs_on_the_event_loop(service: str) -> None:
     app = _apps()[service]()
-    routes = list(_api_routes(app.routes))
+    walked = {(method, route.path) for route in _api_routes(app.routes) for method in route.methods}
+    documented = {
+        (method.upper(), path)
+        for path, operations in app.openapi()["paths"].items()
+        for method in operations
+    }
 
-    assert len(routes) >= 4, "the routes were not found: the walk no longer sees them"
+    assert documented <= walked, "the walk no longer sees every route the service documents"
     assert _thread_hops(app) == []
 
 
@@ -97,3 +106,5 @@ def test_the_check_sees_a_plain_function_dependency() -> None:
         return value
 
     assert [hop.split(": ")[1] for hop in _thread_hops(app)] == [plain.__qualname__]
+    app.router.dependencies.append(Depends(plain))
+    assert f"every route: {plain.__qualname__}" in _thread_hops(app)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar
 
 import pytest
 from fastapi import APIRouter, Depends, FastAPI, HTTPException
@@ -421,9 +421,72 @@ def test_a_fast_route_must_not_stand_in_for_a_route_with_dependencies(
     async def guarded_item(item_id: str) -> str:
         return item_id
 
-    with pytest.raises(ValueError, match="has dependencies"):
+    with pytest.raises(ValueError, match=r"has dependencies the lane does not solve: .*deny"):
         lane_app(
             verifier_settings,
             FastRoute("GET", ITEM_PATH, api_route(guarded, guarded_item), answer_item),
             routers=[guarded],
         )
+
+
+async def deny_all() -> None:
+    """A dependency guarding a route (module level: annotations resolve in the globals)."""
+    raise HTTPException(403)
+
+
+async def pool() -> str:
+    """A dependency a fast route's handler can solve itself."""
+    return "pool"
+
+
+def test_a_parameter_dependency_must_be_one_the_fast_route_solves(
+    verifier_settings: VerifierSettings,
+) -> None:
+    own = APIRouter()
+
+    @own.get("/items/{item_id}")
+    async def checked_item(
+        item_id: str, _: Annotated[None, Depends(deny_all)], db: Annotated[str, Depends(pool)]
+    ) -> str:
+        return item_id
+
+    route = api_route(own, checked_item)
+    with pytest.raises(ValueError, match=r"does not solve: deny_all$"):
+        lane_app(
+            verifier_settings,
+            FastRoute("GET", ITEM_PATH, route, answer_item, solves=(pool,)),
+            routers=[own],
+        )
+    with pytest.raises(ValueError, match=r"does not solve: .*deny_all"):
+        lane_app(verifier_settings, FastRoute("GET", ITEM_PATH, route, answer_item), routers=[own])
+    lane_app(
+        verifier_settings,
+        FastRoute("GET", ITEM_PATH, route, answer_item, solves=(pool, deny_all)),
+        routers=[own],
+    )
+
+
+class Teapot(Exception):
+    """An error a plain-function handler answers."""
+
+
+async def test_handlers_are_found_as_starlette_finds_them_status_code_first_sync_too() -> None:
+    app = app_with_handlers()
+
+    async def gone(request: Request, exc: Exception) -> Response:
+        return PlainTextResponse("gone, by status", status_code=410)
+
+    def teapot(request: Request, exc: Exception) -> Response:
+        return PlainTextResponse("short and stout", status_code=418)
+
+    app.add_exception_handler(410, gone)
+    app.add_exception_handler(Teapot, teapot)
+    answers = []
+    for error in (HTTPException(410), Teapot()):
+        lane, inner = failing_lane(error)
+        wire = Wire()
+        await lane(http_scope(app=app), wire.receive, wire.send)
+        assert not inner.calls
+        answers.append((wire.sent[0]["status"], wire.body))
+
+    assert answers == [(410, b"gone, by status"), (418, b"short and stout")]

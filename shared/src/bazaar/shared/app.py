@@ -7,6 +7,7 @@ from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontext
 
 import httpx
 from fastapi import APIRouter, Depends, FastAPI
+from fastapi.routing import APIRoute
 
 from bazaar.shared.auth import TokenVerifier
 from bazaar.shared.db import Database, PoolSettings, PoolStats
@@ -158,9 +159,29 @@ def _check_fast_routes(fast_routes: Sequence[FastRoute], routers: Sequence[APIRo
             raise ValueError(f"fast route {fast.route.path}: its APIRoute is not in `routers`")
         if fast.method not in (fast.route.methods or ()):
             raise ValueError(f"fast route {fast.route.path}: its route takes no {fast.method}")
-        if fast.route.dependencies:
-            # The route's or its router's own: the lane would answer without them.
-            raise ValueError(f"fast route {fast.route.path}: its route has dependencies")
+        unsolved = [
+            getattr(call, "__qualname__", repr(call))
+            for call in _dependency_calls(fast.route)
+            if call not in fast.solves
+        ]
+        if unsolved:
+            # The route's, its router's or its parameters': the lane would answer without.
+            raise ValueError(
+                f"fast route {fast.route.path}: its route has dependencies the lane does not "
+                f"solve: {', '.join(unsolved)}"
+            )
+
+
+def _dependency_calls(route: APIRoute) -> list[Callable[..., object]]:
+    """Every dependency a route solves (its own, its router's, nested), not the app's."""
+    calls: list[Callable[..., object]] = []
+    pending = list(route.dependant.dependencies)
+    while pending:
+        dependant = pending.pop()
+        if dependant.call is not None:
+            calls.append(dependant.call)
+        pending.extend(dependant.dependencies)
+    return calls
 
 
 def _pool_stats(app: FastAPI) -> PoolStats | None:

@@ -212,4 +212,12 @@ async def delete_product(
 
 #: The hot reads answered in the fast lane (`bazaar.shared.fastlane`): FastAPI's routing and
 #: dependency solving cost more than the read itself.
-FAST_ROUTES = (FastRoute("GET", PRODUCT_PATH, api_route(router, get_product), read_product_fast),)
+FAST_ROUTES = (
+    FastRoute(
+        "GET",
+        PRODUCT_PATH,
+        api_route(router, get_product),
+        read_product_fast,
+        solves=(database,),  # `read_product_fast` takes the pool as the `Db` dependency does
+    ),
+)
