@@ -761,6 +761,17 @@ def main() -> None:
         shutil.rmtree(work, ignore_errors=True)
 
 
+def print_run(round_: int, run: Run) -> None:
+    """One run's headline figures as it ends: how far rounds spread shows here."""
+    figures = run.figures
+    print(
+        f"round {round_}, {run.connections} connections: {figures['confirmed/s']:.0f} confirmed/s,"
+        f" p50 {figures['p50 ms']:.1f} / p99 {figures['p99 ms']:.1f} ms,"
+        f" {sum(run.cpu_ms.get(name, 0.0) for name in GROUPS):.2f} ms CPU per order",
+        flush=True,
+    )
+
+
 def run(args: argparse.Namespace, work: Path) -> None:
     """Start the infrastructure and the suite in `work`, measure, stop them all, print."""
     infra = Infra("", "", "", private=True)
@@ -773,8 +784,12 @@ def run(args: argparse.Namespace, work: Path) -> None:
         products, token = seed(suite)
         load = {"products": ", ".join(f'"{p}"' for p in products), "token": token}
         wrk(suite, load, 8, 3)  # warm-up: pools, caches, the JIT-less interpreter's caches
-        sweeps = [[wrk(suite, load, c, args.seconds) for c in args.connections]
-                  for _ in range(args.rounds)]  # fmt: skip
+        sweeps: list[list[Run]] = []
+        for round_ in range(1, args.rounds + 1):
+            sweeps.append([])
+            for connections in args.connections:
+                sweeps[-1].append(wrk(suite, load, connections, args.seconds))
+                print_run(round_, sweeps[-1][-1])  # the spread the medians hide
         rows = [median_run([sweep[i] for sweep in sweeps]) for i in range(len(args.connections))]
         reservations = suite.psql("catalog", "SELECT count(*) FROM reservation")
         orders = suite.psql("orders", "SELECT count(*) FROM customer_order")
