@@ -13,6 +13,7 @@ import hashlib
 import json
 import socket
 import struct
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
@@ -273,9 +274,13 @@ class GatewayTestServer(TestServer):
 class Gateways:
     """Builds gateways for one test (TestServer on 127.0.0.1) and closes them afterwards."""
 
-    def __init__(self, stack: AsyncExitStack, jwks: JwksServer) -> None:
+    def __init__(self, stack: AsyncExitStack, jwks: JwksServer, keys: str) -> None:
         self._stack = stack
         self._jwks = jwks
+        #: The Redis keys of this test's gateways (replicas share them), under the run's
+        #: prefix (`redis_prefix` deletes them when the run ends): never the deployed
+        #: defaults, where runs and tests on one Redis would count and cache together.
+        self._keys = f"{keys}gw-{uuid.uuid4().hex[:8]}:"
 
     def settings(
         self,
@@ -295,6 +300,9 @@ class Gateways:
             "jwt_audience": TokenIssuer.AUDIENCE,
             **overrides,
         }
+        if "redis_url" in overrides:
+            values.setdefault("redis_prefix", f"{self._keys}ratelimit:")
+            values.setdefault("cache_redis_prefix", f"{self._keys}cache:")
         return settings_class(_env_file=None, **values)  # type: ignore[call-arg]
 
     async def start(
@@ -317,10 +325,10 @@ class Gateways:
 
 
 @pytest_asyncio.fixture(loop_scope="session")
-async def gateways(jwks_server: JwksServer) -> AsyncIterator[Gateways]:
+async def gateways(jwks_server: JwksServer, test_run_id: str) -> AsyncIterator[Gateways]:
     """Gateways of one test."""
     async with AsyncExitStack() as stack:
-        yield Gateways(stack, jwks_server)
+        yield Gateways(stack, jwks_server, f"bazaar-test:{test_run_id}:")
 
 
 @dataclass

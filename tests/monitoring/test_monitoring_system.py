@@ -295,6 +295,8 @@ async def _suite(
         jwt_jwks_url=jwks["jwt_jwks_url"],
         redis_url=redis[0],
         redis_prefix=f"{redis[1]}monitoring:",
+        # Not the deployed default ("bazaar:cache:"): the run's keys only, deleted after it.
+        cache_redis_prefix=f"{redis[1]}monitoring:cache:",
         routes=routes,
         upstreams={
             "auth": UpstreamConfig(url=auth_url),

@@ -24,8 +24,6 @@ from bazaar.shared.testing.tokens import TokenIssuer
 WINDOW = 3600
 POLICY_ITEM = re.compile(r'"([A-Za-z0-9_.-]+)";q=(\d+);w=(\d+)')
 STATE_ITEM = re.compile(r'"([A-Za-z0-9_.-]+)";r=(\d+);t=(\d+)')
-#: The prefix the gateway's Redis limiter writes under (fixed in bazaar.gateway.app).
-GATEWAY_REDIS_PREFIX = "bazaar:ratelimit:"
 
 
 def policies(*, user: int = 1000, anonymous: int = 1000, token: int = 1000) -> dict:
@@ -483,7 +481,7 @@ async def shared_subject(
     """A token subject of this test alone; its gateway counters are deleted afterwards."""
     subject = f"rl-shared-{uuid.uuid4().hex}"
     yield subject
-    keys = [k async for k in redis_client.scan_iter(match=f"{GATEWAY_REDIS_PREFIX}*{subject}*")]
+    keys = [k async for k in redis_client.scan_iter(match=f"*{subject}*")]
     if keys:
         await redis_client.delete(*keys)
 
@@ -494,15 +492,20 @@ async def test_two_gateways_sharing_redis_never_overshoot_together(
     token_issuer: TokenIssuer,
     redis_server: Resolved,
     redis_client: redis.asyncio.Redis,
+    redis_prefix: str,
     shared_subject: str,
     expect,
 ) -> None:
     orders = await fakes.upstream("orders")
+    prefix = (
+        f"{redis_prefix}{uuid.uuid4().hex[:8]}:"  # the run's keys, as deployed replicas share one
+    )
     replicas = [
         await gateways.start(
             {"orders": orders},
             rate_limits=policies(user=10),
             redis_url=redis_server.url,
+            redis_prefix=prefix,
             redis_timeout_seconds=2.0,
         )
         for _ in range(2)
@@ -518,7 +521,7 @@ async def test_two_gateways_sharing_redis_never_overshoot_together(
     assert orders.hits == 10
     for replica in (0, 1):  # both replicas refused some: the count really is shared
         assert 429 in statuses[replica::2]
-    counted = [k async for k in redis_client.scan_iter(match=f"{GATEWAY_REDIS_PREFIX}*")]
+    counted = [k async for k in redis_client.scan_iter(match=f"{prefix}*")]
     assert any(shared_subject.encode() in k for k in counted)
     for replica in replicas:  # every decision came from Redis, none from a fallback
         metrics = await expect.metrics(replica)
