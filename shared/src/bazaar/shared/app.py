@@ -115,8 +115,8 @@ def create_service_app(
         # A redirect would carry this service's internal host name to the client.
         redirect_slashes=False,
         # Before any route's own parameters: no NUL reaches SQL from a path, query or header.
-        # The fast lane (`fast_routes`) makes the same check itself: an app-level dependency
-        # added here must be added there too.
+        # The fast lane (`fast_routes`) declines what this would look into (`may_hold_nul`):
+        # an app-level dependency added here must be added there too.
         dependencies=[Depends(refuse_nul_characters)],
         # A server span per request only when spans are recorded; else the ids alone.
         telemetry=server_telemetry(provider),
@@ -153,7 +153,7 @@ def create_service_app(
 
 def _check_fast_routes(fast_routes: Sequence[FastRoute], routers: Sequence[APIRouter]) -> None:
     """Refuse a fast route standing in for no route of the app (it could answer alone), or
-    for a route with dependencies of its own (the lane solves none)."""
+    for a route with dependencies its handler does not solve (`FastRoute.solves`)."""
     for fast in fast_routes:
         if not any(fast.route is route for router in routers for route in router.routes):
             raise ValueError(f"fast route {fast.route.path}: its APIRoute is not in `routers`")

@@ -10,8 +10,8 @@ normal app untouched, so every validation answer and edge case stays FastAPI's:
 
 - the method or path does not match a fast route, or there is a query string or a
   `root_path` (a mounted app: kept simple);
-- a header name or value holds a NUL (`refuse_nul_characters`, the app's one dependency,
-  answers it; the strict path pattern already excludes one from the path);
+- the request may hold a NUL (`may_hold_nul`, the test `refuse_nul_characters`, the app's
+  one dependency, starts with: that dependency answers it);
 - the handler returns None, or tries to read the request body (it gets none, so the body
   stays whole for the normal path, which runs the request from the start).
 
@@ -29,8 +29,8 @@ labels metrics and the access log with the same route template on every path, a 
 lane names its server span after the route exactly as the router does (FastAPI's own
 `_route_selected`), so traced requests take the lane too, with the same span.
 
-A fast route may stand in only for a route without dependencies of its own (checked when
-the app is built): the lane solves none.
+A fast route names the route's dependencies its handler solves itself (`solves`); a route
+with any other cannot have a fast route (checked when the app is built).
 """
 
 from __future__ import annotations
@@ -48,6 +48,8 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from bazaar.shared.schemas import may_hold_nul
 
 __all__ = ["FastHandler", "FastLane", "FastRoute", "api_route"]
 
@@ -126,9 +128,8 @@ class FastLane:
         self, fast: FastRoute, match: re.Match[str], scope: Scope, receive: Receive, send: Send
     ) -> bool:
         """Send the handler's answer (or its error's); False (nothing sent) when it declines."""
-        for name, value in scope["headers"]:
-            if b"\x00" in value or b"\x00" in name:
-                return False
+        if may_hold_nul(scope):
+            return False  # `refuse_nul_characters`, the app's one dependency, answers it
         request = Request(scope, _no_body)
         # As the router does before the endpoint runs: metrics, the access log and the
         # server span name the route even if the handler is cancelled (a shutdown's 503).

@@ -12,6 +12,7 @@ from typing import Any
 
 from fastapi import Request
 from pydantic import BaseModel, ConfigDict, field_validator
+from starlette.types import Scope
 
 from bazaar.shared.problem import ValidationFailed
 
@@ -48,18 +49,23 @@ def _nul_error(*loc: str) -> dict[str, Any]:
     return {"loc": list(loc), "msg": NUL_MESSAGE, "type": NUL_ERROR_TYPE}
 
 
+def may_hold_nul(scope: Scope) -> bool:
+    """Whether the request's path, query or headers may hold a NUL: the cheap test every
+    request pays (`refuse_nul_characters`, the fast lane); only then is it looked into."""
+    query: bytes = scope.get("query_string", b"")
+    return (
+        NUL in scope["path"]
+        or b"%00" in query
+        or b"\x00" in query
+        or any(b"\x00" in n or b"\x00" in v for n, v in scope["headers"])
+    )
+
+
 async def refuse_nul_characters(request: Request) -> None:
     """Refuse (422) a request whose path, query or header values hold a NUL character."""
-    scope = request.scope
-    query: bytes = scope.get("query_string", b"")
     # Fast path (every request, /healthz and /metrics too): the detailed scan below parses
     # the query and lists every parameter; only a request that may hold a NUL pays for it.
-    if (
-        NUL not in scope["path"]
-        and b"%00" not in query
-        and b"\x00" not in query
-        and not any(b"\x00" in n or b"\x00" in v for n, v in scope["headers"])
-    ):
+    if not may_hold_nul(request.scope):
         return
     errors = [
         _nul_error("path", name)
