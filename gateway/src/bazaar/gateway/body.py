@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
 
 from aiohttp import StreamReader, web
 from aiohttp.http import HttpVersion11
@@ -61,25 +60,15 @@ class Upload:
 class BodyBudget:
     """Bytes of request bodies held at once, all requests together."""
 
-    def __init__(
-        self,
-        limit: int,
-        *,
-        stalled_after: float | None = None,
-        room_wait: float | None = None,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
+    def __init__(self, limit: int) -> None:
         self.limit = limit
         self.held = 0
-        self._stalled_after = STALLED_AFTER_SECONDS if stalled_after is None else stalled_after
-        self._room_wait = ROOM_WAIT_SECONDS if room_wait is None else room_wait
-        self._clock = clock
         self._uploads: dict[Upload, None] = {}  # still arriving
         self._freed = asyncio.Event()
 
     def begin(self, content: StreamReader) -> Upload:
         """An upload starts arriving: it may be cut for room once it stalls."""
-        upload = Upload(content, self._clock())
+        upload = Upload(content, time.monotonic())
         self._uploads[upload] = None
         return upload
 
@@ -97,8 +86,8 @@ class BodyBudget:
         while self.held + size > self.limit and not self._make_room(
             self.held + size - self.limit, upload
         ):
-            now = self._clock()
-            deadline = now + self._room_wait if deadline is None else deadline
+            now = time.monotonic()
+            deadline = now + ROOM_WAIT_SECONDS if deadline is None else deadline
             if now >= deadline:
                 raise BodyBudgetExhausted(
                     "The gateway holds too many request bodies right now.",
@@ -114,7 +103,7 @@ class BodyBudget:
                 upload.waiting = False
         self.held += size
         upload.held += size
-        upload.last = self._clock()
+        upload.last = time.monotonic()
 
     def give_back(self, size: int) -> None:
         """Release `size` bytes taken before (bodies waiting for room look again)."""
@@ -125,7 +114,7 @@ class BodyBudget:
 
     def _make_room(self, needed: int, requester: Upload) -> bool:
         """Cut the uploads stalled longest, if together they free `needed`; whether they did."""
-        silent_since = self._clock() - self._stalled_after
+        silent_since = time.monotonic() - STALLED_AFTER_SECONDS
         stalled = sorted(
             (
                 upload
