@@ -9,11 +9,12 @@ clients reconnect (with `Last-Event-ID`) to another replica.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 from starlette.applications import Starlette
+
+from bazaar.shared.tasks import cancel_and_wait
 
 
 def stop_notice(app: Starlette) -> asyncio.Event:
@@ -37,6 +38,4 @@ async def when_stopping(app: Starlette, callback: Callable[[], object]) -> Async
     try:
         yield
     finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await cancel_and_wait(task)

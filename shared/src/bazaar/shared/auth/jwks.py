@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable, Collection, Mapping
@@ -11,6 +10,8 @@ from typing import Any, Literal
 
 import httpx
 import jwt
+
+from bazaar.shared.tasks import cancel_and_wait
 
 logger = logging.getLogger(__name__)
 
@@ -85,9 +86,7 @@ class JwksCache:
     async def aclose(self) -> None:
         """Stop a background refresh and close the HTTP client, if this cache created it."""
         if self._refresh is not None:
-            self._refresh.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._refresh
+            await cancel_and_wait(self._refresh)
         if self._owns_client:
             await self._client.aclose()
 

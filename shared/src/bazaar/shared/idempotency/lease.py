@@ -10,7 +10,6 @@ crowded out; each beat is bounded by the beat interval so a hung database cannot
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import uuid
 
@@ -18,6 +17,7 @@ import asyncpg
 
 from bazaar.shared.db import PoolSettings
 from bazaar.shared.idempotency.schema import RENEW_ALL_SQL
+from bazaar.shared.tasks import cancel_and_wait
 
 logger = logging.getLogger(__name__)
 
@@ -46,9 +46,7 @@ class LeaseKeeper:
         """Stop renewing and close the renewer's connection."""
         self._claims.clear()
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await cancel_and_wait(self._task)
             self._task = None
         await self._disconnect()
 
